@@ -1,0 +1,39 @@
+"""Closed vocabularies of the data contract (DESIGN.md section 3) and the return lifecycle."""
+
+from __future__ import annotations
+
+LOCATION_KINDS = ("store", "warehouse", "returns_center", "dc")
+ORDER_CHANNELS = ("web", "app", "store", "marketplace", "phone")
+PAYMENT_METHODS = ("card", "gift_card", "store_credit", "cash", "loyalty_points", "paypal", "other")
+RETURN_CHANNELS = ("store", "web", "app", "mail")
+RETURN_STATUSES = (
+    "requested",
+    "authorized",
+    "pending_review",
+    "rejected",
+    "received",
+    "inspected",
+    "completed",
+    "cancelled",
+    "expired",
+)
+REFUND_METHODS = ("original_tender", "store_credit", "exchange", "cash")
+RETURN_REASONS = (
+    "changed_mind",
+    "doesnt_fit",
+    "defective",
+    "damaged_in_transit",
+    "not_as_described",
+    "wrong_item",
+    "arrived_late",
+    "other",
+)
+CONDITIONS = ("new", "open_box", "used", "damaged", "defective", "wrong_item", "empty_box")
+DISPOSITIONS = ("restock", "open_box", "refurbish", "liquidate", "return_to_vendor", "donate", "recycle")
+REVIEW_OUTCOMES = ("fraud", "abuse", "legitimate")
+REVIEW_SOURCES = ("rule_flag", "model_flag", "random_audit", "chargeback", "other")
+
+# Inventory buckets of the movements ledger: stock in a bucket is the sum of its movements.
+INVENTORY_BUCKETS = ("sellable", "returns_pending", "refurbishment", "reserved", "disposed")
+NOTIFICATION_KINDS = ("return_authorized", "return_received", "refund_issued", "return_rejected")
+NOTIFICATION_STATES = ("pending", "delivered", "failed")

@@ -1,0 +1,38 @@
+"""Alembic environment: runs against the connection or URL that `oms.migrate` hands it."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from oms.db import make_engine
+from oms.tables import metadata
+
+config = context.config
+
+
+def run_migrations() -> None:
+    connection = config.attributes.get("connection")
+    options = {
+        "target_metadata": metadata,
+        "render_as_batch": True,  # SQLite alters tables by copying them
+        "compare_type": True,
+    }
+    if connection is not None:
+        context.configure(connection=connection, **options)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    with engine.connect() as connection:
+        context.configure(connection=connection, **options)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    run_migrations()

@@ -1,0 +1,1 @@
+"""Application shell: settings (`recoup.settings`), the `recoup` command line (`recoup.cli`), logging."""

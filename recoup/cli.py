@@ -1,0 +1,177 @@
+"""The `recoup` command line. Every command exits non-zero with one clear line on failure."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from recoup.settings import get_settings
+
+app = typer.Typer(help="Recoup: returns intelligence for omnichannel retailers.", no_args_is_help=True)
+db_app = typer.Typer(help="The state database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+err = Console(stderr=True)
+out = Console()
+
+
+class Failure(Exception):
+    """A command failed for a reason the user can act on."""
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator:
+    """A progress callback `(task, done, total)` shown as one bar per task on stderr."""
+    with Progress(
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(task: str, done: int, total: int) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(task, total=total)
+            bar.update(tasks[task], completed=done, total=total)
+
+        yield update
+
+
+def _engine():
+    from oms.db import make_engine
+
+    return make_engine(get_settings().database_url)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the migrations to RECOUP_DATABASE_URL."""
+    from oms.migrate import upgrade
+
+    url = get_settings().database_url
+    upgrade(url)
+    out.print(f"database is up to date: {_safe_url(url)}")
+
+
+@db_app.command("revision")
+def db_revision(message: Annotated[str, typer.Option("--message", "-m")]) -> None:
+    """(developers) Autogenerate a migration from the difference between oms/tables.py and the database."""
+    from oms.migrate import revision
+
+    revision(get_settings().database_url, message)
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="A data-contract directory (or, with --format, a file).")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="'contract' (a directory) or 'uci-online-retail' (the UCI file).")
+    ] = "contract",
+) -> None:
+    """Load a data-contract directory, all or nothing."""
+    from oms.importer import import_directory
+    from oms.migrate import upgrade
+
+    settings = get_settings()
+    if fmt != "contract":
+        raise Failure(f"unknown --format {fmt!r}; expected 'contract'")
+    upgrade(settings.database_url)
+    started = time.perf_counter()
+    with progress_bar("import") as progress:
+        report = import_directory(path, _engine(), chunk_rows=settings.import_chunk_rows, progress=progress)
+    elapsed = time.perf_counter() - started
+    for item in report.files:
+        out.print(f"{item.table:<14} {item.rows:>10,} rows read  {item.new_rows:>10,} new")
+    out.print(f"imported {report.rows:,} rows in {elapsed:.1f} s ({report.rows / max(elapsed, 1e-9):,.0f} rows/s)")
+
+
+@app.command("export")
+def export(
+    directory: Annotated[Path, typer.Argument(help="Where to write the data-contract files.")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+) -> None:
+    """Write the state tables back out as a data-contract directory."""
+    from oms.exporter import export_directory
+
+    if fmt not in ("csv", "parquet"):
+        raise Failure(f"unknown --format {fmt!r}; expected csv or parquet")
+    with progress_bar("export") as progress:
+        written = export_directory(directory, _engine(), fmt=fmt, progress=progress)  # type: ignore[arg-type]
+    for table, rows in written.items():
+        out.print(f"{table:<14} {rows:>10,} rows")
+
+
+@app.command("demo")
+def demo() -> None:
+    """Run the main job end to end on the embedded defaults."""
+    from recoup.demo import run_demo
+
+    run_demo(out)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _fail(message: str) -> None:
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    from pydantic import ValidationError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from oms.errors import ContractError, RecoupError
+
+    try:
+        app(standalone_mode=False)
+    except ContractError as exc:
+        _fail(str(exc))
+        for line in exc.details().splitlines()[1:]:
+            err.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except (RecoupError, Failure) as exc:
+        _fail(str(exc))
+        sys.exit(1)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"configuration: {first['msg']}")
+        sys.exit(1)
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        _fail(f"database: {detail}")
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the unexpected: one line, not a traceback
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if os.environ.get("RECOUP_DEBUG"):
+            raise
+        _fail(f"{type(exc).__name__}: {exc}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

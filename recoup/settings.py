@@ -1,0 +1,68 @@
+"""The one settings object, read lazily from the environment (prefix `RECOUP_`) and `.env`.
+
+Nothing reads settings at import time: call `get_settings()`; tests call `get_settings.cache_clear()`
+after changing the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_POLICY_PATH = Path(__file__).with_name("policy.toml")
+DEV_SECRET = "recoup-development-secret-change-me"
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be used (e.g. a default secret in production)."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RECOUP_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["development", "test", "production"] = Field(
+        "development", description="Deployment profile; `production` refuses default secrets."
+    )
+    var_dir: Path = Field(Path("var"), description="Runtime state: SQLite files, MLflow store, parquet.")
+    database_url: str = Field(
+        "", description="State database (SQLAlchemy URL). Default: sqlite:///<var_dir>/recoup.db"
+    )
+    mlflow_tracking_uri: str = Field(
+        "", description="MLflow tracking store. Default: sqlite:///<var_dir>/mlflow.db"
+    )
+    mlflow_artifact_root: str = Field("", description="MLflow artifacts. Default: <var_dir>/mlartifacts")
+    policy_path: Path = Field(
+        DEFAULT_POLICY_PATH, description="The versioned returns policy file (TOML)."
+    )
+    data_dir: Path = Field(Path("var/data"), description="Where generated and imported datasets live.")
+    secret_key: str = Field(
+        DEV_SECRET, description="Signs dashboard sessions and derives webhook signatures; set in production."
+    )
+    import_chunk_rows: int = Field(100_000, gt=0, description="Rows per chunk when importing files.")
+
+    @model_validator(mode="after")
+    def _fill_defaults_and_refuse_dev_secrets(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.var_dir / 'recoup.db'}"
+        if not self.mlflow_tracking_uri:
+            self.mlflow_tracking_uri = f"sqlite:///{self.var_dir / 'mlflow.db'}"
+        if not self.mlflow_artifact_root:
+            self.mlflow_artifact_root = str(self.var_dir / "mlartifacts")
+        if self.env == "production":
+            if self.secret_key == DEV_SECRET or len(self.secret_key) < 32:
+                raise SettingsError(
+                    "RECOUP_SECRET_KEY must be set to a random string of at least 32 characters "
+                    "when RECOUP_ENV=production"
+                )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
