@@ -35,6 +35,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA cache_size=-262144")  # 256 MiB: keeps index pages of big loads in memory
             cursor.close()
 
         @event.listens_for(engine, "begin")

@@ -18,6 +18,7 @@ import codecs
 import csv
 import io
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from sqlalchemy import Connection, Engine, func, select, tuple_
+from sqlalchemy.schema import AddConstraint, DropConstraint
 from sqlalchemy.exc import DBAPIError
 
 from oms import contract
@@ -131,13 +135,13 @@ class _CsvSource(_Source):
                 na_filter=False,
                 encoding=self.encoding,
                 chunksize=rows,
-                usecols=lambda name: name.strip() in columns,
             )
             for chunk in reader:
                 chunk.columns = [str(c).strip() for c in chunk.columns]
                 yield chunk
         except pd.errors.ParserError as exc:
-            raise ContractError([Problem(self.name, f"is not valid CSV: {exc}")]) from exc
+            detail = str(exc).strip().removeprefix("Error tokenizing data. C error: ")
+            raise ContractError([Problem(self.name, f"is not valid CSV: {detail}")]) from exc
 
 
 def _scan_utf8(path: Path) -> tuple[int, str]:
@@ -245,6 +249,12 @@ def _as_text(values: pd.Series) -> pd.Series:
     return text.str.strip()
 
 
+def _parse(text: pd.Series, ok: pd.Series, kind: pa.DataType) -> np.ndarray:
+    """Numbers from text already checked well-formed where `ok` (0 elsewhere), parsed by Arrow."""
+    cleaned = text.where(ok, "0").str.lstrip("+")
+    return pc.cast(pa.array(cleaned, type=pa.string()), kind).to_numpy(zero_copy_only=False)
+
+
 def _quote(value: str) -> str:
     return repr(value) if len(value) <= 40 else repr(value[:40] + "...")
 
@@ -288,9 +298,7 @@ def _validate_column(column: Column, raw: pd.Series, rows: np.ndarray, problems:
             bad, rows, name, lambda i: f"{_quote(text.iat[i])} is not an amount with at most 2 decimal places"
         )
         ok = present & well_formed
-        cents = pd.Series(np.zeros(len(text), dtype=np.int64), index=text.index)
-        if ok.any():
-            cents[ok] = np.round(pd.to_numeric(text[ok]).to_numpy() * 100).astype(np.int64)
+        cents = pd.Series(np.round(_parse(text, ok, pa.float64()) * 100).astype(np.int64), index=text.index)
         if column.kind == "money":
             problems.add_rows(ok & (cents < 0), rows, name, lambda i: f"{text.iat[i]} must not be negative")
         problems.add_rows(
@@ -303,9 +311,7 @@ def _validate_column(column: Column, raw: pd.Series, rows: np.ndarray, problems:
         bad = present & ~whole
         problems.add_rows(bad, rows, name, lambda i: f"{_quote(text.iat[i])} is not a whole number")
         ok = present & whole
-        numbers = pd.Series(pd.array([pd.NA] * len(text), dtype="Int64"), index=text.index)
-        if ok.any():
-            numbers[ok] = pd.to_numeric(text[ok]).astype("int64")
+        numbers = pd.Series(pd.array(_parse(text, ok, pa.int64()), dtype="Int64"), index=text.index).where(ok, pd.NA)
         if column.kind == "count":
             floor, word = (1, "greater than 0") if column.positive else (0, "0 or more")
             problems.add_rows(
@@ -330,8 +336,8 @@ def _validate_column(column: Column, raw: pd.Series, rows: np.ndarray, problems:
 
 def _default(column: Column, length: int, index: pd.Index) -> pd.Series:
     """The canonical value of a column's default, for a column the file leaves out or a blank cell."""
-    raw = pd.Series([column.default] * length, index=index, dtype=object)
-    return _validate_column(column, raw, np.arange(length), _Problems(_NullSource()))
+    one = _validate_column(column, pd.Series([column.default], dtype=object), np.arange(1), _Problems(_NullSource()))
+    return pd.Series(np.repeat(one.to_numpy(), length), index=index, dtype=one.dtype)
 
 
 class _NullSource(_Source):
@@ -343,11 +349,12 @@ class _NullSource(_Source):
 
 
 def _key_strings(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
+    """One text key per row ('a' or 'a<US>1' for composite keys); object dtype for fast hashing."""
     parts = [frame[c].astype("string") for c in columns]
     key = parts[0]
     for part in parts[1:]:
         key = key + KEY_SEPARATOR + part
-    return key
+    return key.astype(object).where(key.notna(), None)
 
 
 class _Known:
@@ -361,7 +368,8 @@ class _Known:
         self.load_keys: list[pd.Series] = []
         self.load_rows: list[np.ndarray] = []
         self.load_attrs: list[pd.DataFrame] = []
-        self.database = pd.DataFrame(columns=self.attributes, index=pd.Index([], dtype="string"))
+        self.seen: set[str] = set()
+        self.database = pd.DataFrame(columns=self.attributes, index=pd.Index([], dtype=object))
         self._resolved: pd.DataFrame | None = None
 
     def add_loaded(self, keys: pd.Series, frame: pd.DataFrame, rows: np.ndarray) -> None:
@@ -400,20 +408,49 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 
 
 class _Writer:
-    """Writes canonical chunks of one table inside the load's transaction."""
+    """Writes canonical chunks of one table inside the load's transaction.
+
+    Into an empty table a file is written in bulk mode (the PostgreSQL manual's "Populating a
+    Database" recipe, also right for SQLite): secondary indexes (and on PostgreSQL the table's own
+    foreign keys) are dropped, rows are appended without conflict handling (keys were checked unique),
+    and indexes and foreign keys are rebuilt once at the end, all inside the transaction. Otherwise
+    each chunk is upserted by key.
+    """
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        self.bulk = False
+
+    def begin_file(self, spec: FileSpec, table_is_empty: bool) -> None:
+        self.bulk = table_is_empty
+        if self.bulk:
+            table = metadata.tables[spec.table]
+            for index in table.indexes:
+                index.drop(self.connection)
+            if self.drops_foreign_keys:
+                for constraint in table.foreign_key_constraints:
+                    self.connection.execute(DropConstraint(constraint))
+
+    def end_file(self, spec: FileSpec) -> None:
+        if self.bulk:
+            table = metadata.tables[spec.table]
+            for index in table.indexes:
+                index.create(self.connection)
+            if self.drops_foreign_keys:
+                for constraint in table.foreign_key_constraints:
+                    self.connection.execute(AddConstraint(constraint))
+        self.bulk = False
+
+    drops_foreign_keys = False
 
     def write(self, spec: FileSpec, frame: pd.DataFrame) -> None:
         raise NotImplementedError
 
-    def done(self, spec: FileSpec) -> None:
-        """Called once a file is completely written."""
-
     def _upsert_sql(self, spec: FileSpec, columns: list[str], source: str, distinct: str) -> str:
         key = ", ".join(spec.key)
         names = ", ".join(columns)
+        if self.bulk:
+            return f"INSERT INTO {spec.table} ({names}) {source}"
         updates = [c for c in columns if c not in spec.key]
         if not updates:
             return f"INSERT INTO {spec.table} ({names}) {source} ON CONFLICT ({key}) DO NOTHING"
@@ -425,26 +462,11 @@ class _Writer:
         )
 
 
-def _timestamp_text(values: pd.Series, separator: str, suffix: str) -> np.ndarray:
+def _sqlite_timestamps(values: pd.Series) -> np.ndarray:
+    """UTC timestamps as the text SQLAlchemy's SQLite dialect stores ('2024-01-31 10:00:00.000000')."""
     stamps = values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")
-    text = np.datetime_as_string(stamps, unit="us").astype(object)
-    if separator != "T":
-        text = np.char.replace(text.astype(str), "T", separator).astype(object)
-    if suffix:
-        text = np.char.add(text.astype(str), suffix).astype(object)
-    text[np.isnat(stamps)] = None
-    return text
-
-
-def _money_text(cents: pd.Series) -> np.ndarray:
-    values = cents.to_numpy(dtype="float64", na_value=np.nan)
-    out = np.empty(len(values), dtype=object)
-    present = ~np.isnan(values)
-    ints = values[present].astype(np.int64)
-    sign = np.where(ints < 0, "-", "")
-    absolute = np.abs(ints)
-    out[present] = [f"{s}{a // 100}.{a % 100:02d}" for s, a in zip(sign, absolute, strict=True)]
-    out[~present] = None
+    out = np.char.replace(np.datetime_as_string(stamps, unit="us"), "T", " ").astype(object)
+    out[np.isnat(stamps)] = None
     return out
 
 
@@ -455,9 +477,10 @@ class _SQLiteWriter(_Writer):
         for name in columns:
             values = frame[name]
             if isinstance(values.dtype, pd.DatetimeTZDtype):
-                cells.append(_timestamp_text(values, " ", ""))
+                cells.append(_sqlite_timestamps(values))
             elif _is_money(spec, name):
-                cells.append(_money_text(values))
+                # SQLite keeps NUMERIC as REAL; cents / 100 is the same double as parsing the decimal text.
+                cells.append((values.astype("float64") / 100).astype(object).where(values.notna(), None).to_numpy())
             else:
                 cells.append(values.astype(object).where(values.notna(), None).to_numpy())
         placeholders = ", ".join("?" for _ in columns)
@@ -466,36 +489,44 @@ class _SQLiteWriter(_Writer):
 
 
 class _PostgresWriter(_Writer):
+    drops_foreign_keys = True
+
     def __init__(self, connection: Connection) -> None:
         super().__init__(connection)
         self.staged: set[str] = set()
 
     def write(self, spec: FileSpec, frame: pd.DataFrame) -> None:
         columns = list(frame.columns)
-        stage = f"_recoup_stage_{spec.table}"
+        names = ", ".join(columns)
+        arrays = []
+        for name in columns:
+            values = frame[name]
+            if _is_money(spec, name):
+                # cents / 100 prints (shortest repr) as the exact 2-place decimal; NUMERIC stores it exactly
+                values = values.astype("float64") / 100
+            elif values.dtype == object:
+                values = values.astype("string")
+            arrays.append(pa.array(values, from_pandas=True))
+        buffer = io.BytesIO()
+        pa_csv.write_csv(pa.Table.from_arrays(arrays, names=columns), buffer, pa_csv.WriteOptions(include_header=False))
+        payload = buffer.getvalue()
         raw = self.connection.connection.driver_connection
         with raw.cursor() as cursor:
+            if self.bulk:
+                with cursor.copy(f"COPY {spec.table} ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
+                    copy.write(payload)
+                return
+            stage = f"_recoup_stage_{spec.table}"
             if stage not in self.staged:
+                cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")  # left by an earlier load in this transaction
                 cursor.execute(
-                    f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS "
-                    f"SELECT {', '.join(columns)} FROM {spec.table} WITH NO DATA"
+                    f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {names} FROM {spec.table} WITH NO DATA"
                 )
                 self.staged.add(stage)
             else:
                 cursor.execute(f"TRUNCATE {stage}")
-            out = pd.DataFrame(index=frame.index)
-            for name in columns:
-                values = frame[name]
-                if isinstance(values.dtype, pd.DatetimeTZDtype):
-                    out[name] = _timestamp_text(values, "T", "Z")
-                elif _is_money(spec, name):
-                    out[name] = _money_text(values)
-                else:
-                    out[name] = values
-            payload = out.to_csv(index=False, header=False, na_rep="")
-            with cursor.copy(f"COPY {stage} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)") as copy:
+            with cursor.copy(f"COPY {stage} ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
                 copy.write(payload)
-            names = ", ".join(columns)
             cursor.execute(
                 self._upsert_sql(spec, columns, f"SELECT {names} FROM {stage}", "{t} IS DISTINCT FROM {e}")
             )
@@ -514,17 +545,26 @@ class _Load:
         self.chunk_rows = chunk_rows
         self.progress = progress
         self.known: dict[str, _Known] = {}
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recoup-import-writer")
+        self.pending: tuple[Future, _Source, np.ndarray] | None = None
         backend = connection.dialect.name
         self.writer: _Writer = _PostgresWriter(connection) if backend == "postgresql" else _SQLiteWriter(connection)
 
     def run(self, files: dict[str, Path]) -> ImportReport:
         report = ImportReport()
-        for spec in contract.FILES:
-            if spec.table in files:
-                report.files.append(self._load_file(spec, files[spec.table]))
+        try:
+            for spec in contract.FILES:
+                if spec.table in files:
+                    report.files.append(self._load_file(spec, files[spec.table]))
+            self._settle()
+        finally:
+            if self.pending is not None:  # failing: let the chunk in flight finish before the rollback
+                wait([self.pending[0]])
+            self.pool.shutdown(wait=True)
         return report
 
     def _count(self, table: str) -> int:
+        self._settle()
         return self.connection.execute(select(func.count()).select_from(metadata.tables[table])).scalar_one()
 
     def _load_file(self, spec: FileSpec, path: Path) -> FileReport:
@@ -533,6 +573,7 @@ class _Load:
         self._check_header(spec, source)
         report = FileReport(spec.table, path)
         before = self._count(spec.table)
+        self._ddl(source, lambda: self.writer.begin_file(spec, table_is_empty=before == 0))
         known = self._known(spec.table)
         columns = [c for c in source.columns if c in spec.names]
         offset = 0
@@ -550,6 +591,7 @@ class _Load:
             offset += len(raw)
             if self.progress:
                 self.progress(spec.table, offset, max(source.total_rows, offset))
+        self._ddl(source, lambda: self.writer.end_file(spec))
         report.rows = offset
         report.new_rows = self._count(spec.table) - before
         report.seconds = time.perf_counter() - started
@@ -595,7 +637,11 @@ class _Load:
                 over.fillna(False), rows, "discount", lambda i: "is more than the line's price times quantity"
             )
         if spec.table == "returns":
-            received = frame["received_at"] if "received_at" in frame else pd.Series(pd.NaT, index=frame.index)
+            received = (
+                frame["received_at"]
+                if "received_at" in frame
+                else pd.Series(pd.NaT, index=frame.index, dtype="datetime64[us, UTC]")
+            )
             early = (received < frame["requested_at"]).fillna(False)
             problems.add_rows(early, rows, "received_at", lambda i: "is before requested_at")
             # History without a status: received returns are 'received', the others 'authorized'.
@@ -606,6 +652,10 @@ class _Load:
     def _check_duplicates(
         self, spec: FileSpec, source: _Source, keys: pd.Series, rows: np.ndarray, known: _Known
     ) -> None:
+        chunk_keys = keys.tolist()
+        if not keys.duplicated().any() and known.seen.isdisjoint(chunk_keys):
+            known.seen.update(chunk_keys)
+            return
         previous = pd.concat([*known.load_keys, keys.reset_index(drop=True)], ignore_index=True)
         all_rows = np.concatenate([*known.load_rows, rows])
         duplicated = previous.duplicated(keep=False).to_numpy()
@@ -643,6 +693,7 @@ class _Load:
         table = metadata.tables[spec.table]
         wanted = [*spec.key, *ATTRIBUTES.get(spec.table, ())]
         columns = [table.c[c] for c in wanted]
+        self._settle()
         found: list[tuple] = []
         batch = 500
         for start in range(0, len(keys), batch):
@@ -723,10 +774,27 @@ class _Load:
             lambda i: f"{frame['sku'].iat[i]!r} differs from the ordered line's sku {ordered_sku.iat[i]!r}",
         )
 
-    def _write(self, spec: FileSpec, source: _Source, frame: pd.DataFrame, rows: np.ndarray) -> None:
+    def _ddl(self, source: _Source, action: Callable[[], None]) -> None:
+        self._settle()
         try:
-            with self.connection.begin_nested():
-                self.writer.write(spec, frame)
+            action()
+        except DBAPIError as exc:
+            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise ContractError([Problem(source.name, f"was refused by the database: {detail}")]) from exc
+
+    def _write(self, spec: FileSpec, source: _Source, frame: pd.DataFrame, rows: np.ndarray) -> None:
+        """Hand a chunk to the writer thread: the database takes it while the next chunk is validated."""
+        self._settle()
+        self.pending = (self.pool.submit(self.writer.write, spec, frame), source, rows)
+
+    def _settle(self) -> None:
+        """Wait for the chunk in flight; the connection is used by one thread at a time."""
+        if self.pending is None:
+            return
+        future, source, rows = self.pending
+        self.pending = None
+        try:
+            future.result()
         except DBAPIError as exc:
             detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise ContractError(

@@ -20,8 +20,13 @@ def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def sample_tables(customers: int = 20, orders: int = 60, seed: int = 7) -> dict[str, list[dict[str, str]]]:
-    """Rows per contract table (all values as the text a CSV would hold)."""
+def sample_tables(
+    customers: int = 20, orders: int = 60, seed: int = 7, id_prefix: str = ""
+) -> dict[str, list[dict[str, str]]]:
+    """Rows per contract table (all values as the text a CSV would hold).
+
+    `id_prefix` namespaces customer, order, payment and return ids so that two samples can coexist.
+    """
     rng = random.Random(seed)
     tables: dict[str, list[dict[str, str]]] = {spec.table: [] for spec in contract.FILES}
     tables["locations"] = [
@@ -59,7 +64,7 @@ def sample_tables(customers: int = 20, orders: int = 60, seed: int = 7) -> dict[
     for number in range(1, customers + 1):
         tables["customers"].append(
             {
-                "customer_id": f"C{number:04d}",
+                "customer_id": f"{id_prefix}C{number:04d}",
                 "created_at": _iso(START - dt.timedelta(days=rng.randint(30, 900))),
                 "region": rng.choice(["north", "south", "central"]),
                 "loyalty_tier": rng.choice(["", "silver", "gold"]),
@@ -69,7 +74,7 @@ def sample_tables(customers: int = 20, orders: int = 60, seed: int = 7) -> dict[
     skus = [p for p in tables["products"] if p["returnable"] == "true"]
     return_no = 0
     for number in range(1, orders + 1):
-        order_id = f"O{number:05d}"
+        order_id = f"{id_prefix}O{number:05d}"
         channel = rng.choice(["web", "web", "app", "store"])
         placed = START + dt.timedelta(days=rng.randint(0, 150), minutes=rng.randint(0, 600))
         customer = rng.choice(tables["customers"])["customer_id"] if rng.random() > 0.1 else ""
@@ -111,17 +116,17 @@ def sample_tables(customers: int = 20, orders: int = 60, seed: int = 7) -> dict[
         gift = min(total, 2500) if rng.random() < 0.2 else 0
         if gift:
             tables["payments"].append(
-                {"order_id": order_id, "payment_id": f"P{number:05d}-G", "method": "gift_card",
+                {"order_id": order_id, "payment_id": f"{id_prefix}P{number:05d}-G", "method": "gift_card",
                  "amount": f"{gift / 100:.2f}", "card_fingerprint": ""}
             )
         if total - gift:
             tables["payments"].append(
-                {"order_id": order_id, "payment_id": f"P{number:05d}-C", "method": "card",
+                {"order_id": order_id, "payment_id": f"{id_prefix}P{number:05d}-C", "method": "card",
                  "amount": f"{(total - gift) / 100:.2f}", "card_fingerprint": f"fp{rng.randint(1, 25):03d}"}
             )
         if rng.random() < 0.35:
             return_no += 1
-            return_id = f"R{return_no:05d}"
+            return_id = f"{id_prefix}R{return_no:05d}"
             requested = placed + dt.timedelta(days=rng.randint(1, 20), hours=rng.randint(0, 8))
             in_store = rng.random() < 0.5
             received = requested if in_store else requested + dt.timedelta(days=rng.randint(2, 6))
