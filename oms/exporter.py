@@ -91,7 +91,9 @@ def _export(
         query = select(*[table.c[name] for name in spec.names]).order_by(*[table.c[k] for k in spec.key])
         path = directory / f"{spec.table}.{fmt}"
         tmp = path.with_suffix(path.suffix + ".partial")
-        result = connection.execute(query, execution_options={"stream_results": True, "yield_per": chunk_rows})
+        result = connection.execute(
+            query, execution_options={"stream_results": True, "yield_per": chunk_rows}
+        )
         rows = 0
         writer: pq.ParquetWriter | None = None
         with open(tmp, "w", encoding="utf-8", newline="") if fmt == "csv" else nullcontext() as handle:
@@ -121,4 +123,3 @@ def _export(
             tmp.replace(path)
         written[spec.table] = rows
     return written
-

@@ -18,8 +18,8 @@ import codecs
 import csv
 import io
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +30,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from sqlalchemy import Connection, Engine, func, select, tuple_
-from sqlalchemy.schema import AddConstraint, DropConstraint
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import AddConstraint, DropConstraint
 
 from oms import contract
 from oms.contract import Column, FileSpec
@@ -91,7 +91,9 @@ def discover(directory: Path) -> dict[str, Path]:
                 Problem(path.name, f"is not a data-contract file (expected {expected}, or .parquet)")
             )
         elif table in found:
-            problems.append(Problem(path.name, f"{table} is given twice ({found[table].name} and {path.name})"))
+            problems.append(
+                Problem(path.name, f"{table} is given twice ({found[table].name} and {path.name})")
+            )
         else:
             found[table] = path
     if problems:
@@ -124,7 +126,9 @@ class _CsvSource(_Source):
             header = next(csv.reader(io.StringIO(handle.readline())), [])
         self.columns = [name.strip() for name in header]
         if self.total_rows == 0:
-            raise ContractError([Problem(self.name, "has a header but no data rows; leave the file out to load nothing")])
+            raise ContractError(
+                [Problem(self.name, "has a header but no data rows; leave the file out to load nothing")]
+            )
 
     def chunks(self, rows: int, columns: list[str]) -> Iterator[pd.DataFrame]:
         try:
@@ -243,7 +247,9 @@ def _as_text(values: pd.Series) -> pd.Series:
         return values.map({True: "true", False: "false"}).fillna("").astype(str)
     if pd.api.types.is_float_dtype(values.dtype):
         # Parquet money as floats: keep enough digits to tell 12.5 from 12.499999 (3+ decimals fail).
-        return values.map(lambda v: "" if pd.isna(v) else format(v, ".6f").rstrip("0").rstrip(".")).astype(str)
+        return values.map(lambda v: "" if pd.isna(v) else format(v, ".6f").rstrip("0").rstrip(".")).astype(
+            str
+        )
     text = values.astype(str) if values.dtype != object else values.map(lambda v: "" if v is None else str(v))
     text = text.where(values.notna(), "")
     return text.str.strip()
@@ -270,9 +276,7 @@ def _validate_column(column: Column, raw: pd.Series, rows: np.ndarray, problems:
 
     if column.kind in ("id", "text"):
         too_long = present & (text.str.len() > column.max_length)
-        problems.add_rows(
-            too_long, rows, name, lambda i: f"is longer than {column.max_length} characters"
-        )
+        problems.add_rows(too_long, rows, name, lambda i: f"is longer than {column.max_length} characters")
         return text.where(present, None)
 
     if column.kind == "enum":
@@ -286,9 +290,7 @@ def _validate_column(column: Column, raw: pd.Series, rows: np.ndarray, problems:
     if column.kind == "timestamp":
         stamps = pd.to_datetime(text.where(present, None), utc=True, format="ISO8601", errors="coerce")
         bad = present & stamps.isna()
-        problems.add_rows(
-            bad, rows, name, lambda i: f"{_quote(text.iat[i])} is not an ISO 8601 timestamp"
-        )
+        problems.add_rows(bad, rows, name, lambda i: f"{_quote(text.iat[i])} is not an ISO 8601 timestamp")
         return stamps.dt.as_unit("us")
 
     if column.kind in ("money", "signed_money"):
@@ -311,14 +313,19 @@ def _validate_column(column: Column, raw: pd.Series, rows: np.ndarray, problems:
         bad = present & ~whole
         problems.add_rows(bad, rows, name, lambda i: f"{_quote(text.iat[i])} is not a whole number")
         ok = present & whole
-        numbers = pd.Series(pd.array(_parse(text, ok, pa.int64()), dtype="Int64"), index=text.index).where(ok, pd.NA)
+        numbers = pd.Series(pd.array(_parse(text, ok, pa.int64()), dtype="Int64"), index=text.index).where(
+            ok, pd.NA
+        )
         if column.kind == "count":
             floor, word = (1, "greater than 0") if column.positive else (0, "0 or more")
             problems.add_rows(
                 ok & (numbers < floor).fillna(False), rows, name, lambda i: f"{text.iat[i]} must be {word}"
             )
         problems.add_rows(
-            ok & (numbers.abs() > MAX_COUNT).fillna(False), rows, name, lambda i: f"{text.iat[i]} is too large"
+            ok & (numbers.abs() > MAX_COUNT).fillna(False),
+            rows,
+            name,
+            lambda i: f"{text.iat[i]} is too large",
         )
         return numbers
 
@@ -336,7 +343,9 @@ def _validate_column(column: Column, raw: pd.Series, rows: np.ndarray, problems:
 
 def _default(column: Column, length: int, index: pd.Index) -> pd.Series:
     """The canonical value of a column's default, for a column the file leaves out or a blank cell."""
-    one = _validate_column(column, pd.Series([column.default], dtype=object), np.arange(1), _Problems(_NullSource()))
+    one = _validate_column(
+        column, pd.Series([column.default], dtype=object), np.arange(1), _Problems(_NullSource())
+    )
     return pd.Series(np.repeat(one.to_numpy(), length), index=index, dtype=one.dtype)
 
 
@@ -424,6 +433,9 @@ class _Writer:
     def begin_file(self, spec: FileSpec, table_is_empty: bool) -> None:
         self.bulk = table_is_empty
         if self.bulk:
+            if self.drops_foreign_keys:
+                # Index builds sort in memory instead of spilling to disk (this transaction only).
+                self.connection.exec_driver_sql("SET LOCAL maintenance_work_mem = '512MB'")
             table = metadata.tables[spec.table]
             for index in table.indexes:
                 index.drop(self.connection)
@@ -480,7 +492,9 @@ class _SQLiteWriter(_Writer):
                 cells.append(_sqlite_timestamps(values))
             elif _is_money(spec, name):
                 # SQLite keeps NUMERIC as REAL; cents / 100 is the same double as parsing the decimal text.
-                cells.append((values.astype("float64") / 100).astype(object).where(values.notna(), None).to_numpy())
+                cells.append(
+                    (values.astype("float64") / 100).astype(object).where(values.notna(), None).to_numpy()
+                )
             else:
                 cells.append(values.astype(object).where(values.notna(), None).to_numpy())
         placeholders = ", ".join("?" for _ in columns)
@@ -508,7 +522,9 @@ class _PostgresWriter(_Writer):
                 values = values.astype("string")
             arrays.append(pa.array(values, from_pandas=True))
         buffer = io.BytesIO()
-        pa_csv.write_csv(pa.Table.from_arrays(arrays, names=columns), buffer, pa_csv.WriteOptions(include_header=False))
+        pa_csv.write_csv(
+            pa.Table.from_arrays(arrays, names=columns), buffer, pa_csv.WriteOptions(include_header=False)
+        )
         payload = buffer.getvalue()
         raw = self.connection.connection.driver_connection
         with raw.cursor() as cursor:
@@ -518,7 +534,9 @@ class _PostgresWriter(_Writer):
                 return
             stage = f"_recoup_stage_{spec.table}"
             if stage not in self.staged:
-                cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")  # left by an earlier load in this transaction
+                cursor.execute(
+                    f"DROP TABLE IF EXISTS pg_temp.{stage}"
+                )  # left by an earlier load in this transaction
                 cursor.execute(
                     f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {names} FROM {spec.table} WITH NO DATA"
                 )
@@ -546,34 +564,39 @@ class _Load:
         self.progress = progress
         self.known: dict[str, _Known] = {}
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recoup-import-writer")
-        self.pending: tuple[Future, _Source, np.ndarray] | None = None
+        self.tasks: list[tuple[Future, _Source, np.ndarray | None]] = []
         backend = connection.dialect.name
-        self.writer: _Writer = _PostgresWriter(connection) if backend == "postgresql" else _SQLiteWriter(connection)
+        self.writer: _Writer = (
+            _PostgresWriter(connection) if backend == "postgresql" else _SQLiteWriter(connection)
+        )
 
     def run(self, files: dict[str, Path]) -> ImportReport:
+        specs = [spec for spec in contract.FILES if spec.table in files]
+        before = {spec.table: self._count(spec.table) for spec in specs}
         report = ImportReport()
         try:
-            for spec in contract.FILES:
-                if spec.table in files:
-                    report.files.append(self._load_file(spec, files[spec.table]))
+            for spec in specs:
+                report.files.append(
+                    self._load_file(spec, files[spec.table], table_is_empty=before[spec.table] == 0)
+                )
             self._settle()
         finally:
-            if self.pending is not None:  # failing: let the chunk in flight finish before the rollback
-                wait([self.pending[0]])
+            wait([future for future, _, _ in self.tasks])  # failing: let the writer stop before the rollback
             self.pool.shutdown(wait=True)
+        for item in report.files:
+            item.new_rows = self._count(item.table) - before[item.table]
         return report
 
     def _count(self, table: str) -> int:
         self._settle()
         return self.connection.execute(select(func.count()).select_from(metadata.tables[table])).scalar_one()
 
-    def _load_file(self, spec: FileSpec, path: Path) -> FileReport:
+    def _load_file(self, spec: FileSpec, path: Path, table_is_empty: bool) -> FileReport:
         started = time.perf_counter()
         source = _open(path)
         self._check_header(spec, source)
         report = FileReport(spec.table, path)
-        before = self._count(spec.table)
-        self._ddl(source, lambda: self.writer.begin_file(spec, table_is_empty=before == 0))
+        self._submit(source, None, self.writer.begin_file, spec, table_is_empty)
         known = self._known(spec.table)
         columns = [c for c in source.columns if c in spec.names]
         offset = 0
@@ -587,13 +610,13 @@ class _Load:
             self._check_references(spec, source, frame, rows)
             problems.raise_if_any()
             known.add_loaded(keys, frame, rows)
-            self._write(spec, source, frame, rows)
+            self._backpressure()
+            self._submit(source, rows, self.writer.write, spec, frame)
             offset += len(raw)
             if self.progress:
                 self.progress(spec.table, offset, max(source.total_rows, offset))
-        self._ddl(source, lambda: self.writer.end_file(spec))
+        self._submit(source, None, self.writer.end_file, spec)
         report.rows = offset
-        report.new_rows = self._count(spec.table) - before
         report.seconds = time.perf_counter() - started
         return report
 
@@ -646,7 +669,9 @@ class _Load:
             problems.add_rows(early, rows, "received_at", lambda i: "is before requested_at")
             # History without a status: received returns are 'received', the others 'authorized'.
             derived = pd.Series(np.where(received.notna(), "received", "authorized"), index=frame.index)
-            status = frame["status"] if "status" in frame else pd.Series(None, index=frame.index, dtype=object)
+            status = (
+                frame["status"] if "status" in frame else pd.Series(None, index=frame.index, dtype=object)
+            )
             frame["status"] = status.where(status.notna(), derived)
 
     def _check_duplicates(
@@ -712,7 +737,9 @@ class _Load:
                 frame[name] = frame[name].astype("Int64")
         return frame
 
-    def _check_references(self, spec: FileSpec, source: _Source, frame: pd.DataFrame, rows: np.ndarray) -> None:
+    def _check_references(
+        self, spec: FileSpec, source: _Source, frame: pd.DataFrame, rows: np.ndarray
+    ) -> None:
         problems = _Problems(source)
         for ref in spec.references:
             if not all(c in frame for c in ref.columns):
@@ -774,32 +801,41 @@ class _Load:
             lambda i: f"{frame['sku'].iat[i]!r} differs from the ordered line's sku {ordered_sku.iat[i]!r}",
         )
 
-    def _ddl(self, source: _Source, action: Callable[[], None]) -> None:
-        self._settle()
-        try:
-            action()
-        except DBAPIError as exc:
-            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise ContractError([Problem(source.name, f"was refused by the database: {detail}")]) from exc
+    # The writer thread takes the database work (DDL, chunk writes) in order, so the main thread can
+    # validate the next chunk, or the next file, meanwhile. The connection is never used by both threads
+    # at once: before the main thread touches it (lookups, counts) it waits for every task to finish.
 
-    def _write(self, spec: FileSpec, source: _Source, frame: pd.DataFrame, rows: np.ndarray) -> None:
-        """Hand a chunk to the writer thread: the database takes it while the next chunk is validated."""
-        self._settle()
-        self.pending = (self.pool.submit(self.writer.write, spec, frame), source, rows)
+    def _submit(
+        self, source: _Source, rows: np.ndarray | None, task: Callable[..., None], *args: object
+    ) -> None:
+        self.tasks.append((self.pool.submit(task, *args), source, rows))
+
+    def _backpressure(self) -> None:
+        """At most one chunk waits in the writer's queue (memory stays bounded)."""
+        writes = [future for future, _, rows in self.tasks if rows is not None]
+        if len(writes) > 1:
+            wait(writes[:-1])
+        self._raise_failures(done_only=True)
 
     def _settle(self) -> None:
-        """Wait for the chunk in flight; the connection is used by one thread at a time."""
-        if self.pending is None:
-            return
-        future, source, rows = self.pending
-        self.pending = None
-        try:
-            future.result()
-        except DBAPIError as exc:
-            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise ContractError(
-                [Problem(source.name, f"rows {int(rows[0])}-{int(rows[-1])} were refused by the database: {detail}")]
-            ) from exc
+        wait([future for future, _, _ in self.tasks])
+        self._raise_failures(done_only=False)
+
+    def _raise_failures(self, done_only: bool) -> None:
+        remaining = []
+        for future, source, rows in self.tasks:
+            if done_only and not future.done():
+                remaining.append((future, source, rows))
+                continue
+            try:
+                future.result()
+            except DBAPIError as exc:
+                detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                where = f"rows {int(rows[0])}-{int(rows[-1])} were" if rows is not None else "was"
+                raise ContractError(
+                    [Problem(source.name, f"{where} refused by the database: {detail}")]
+                ) from exc
+        self.tasks = remaining
 
 
 def _typed_key(spec: FileSpec, position: int, value: str) -> object:

@@ -31,7 +31,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from oms import enums
 from oms.types import Money, UTCDateTime
 
-ID = String(64)
+# Identifiers are opaque: on PostgreSQL they compare bytewise (collation "C"), which also makes their
+# indexes several times cheaper to build and search than under a linguistic collation.
+ID = String(64).with_variant(String(64, collation="C"), "postgresql")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -222,9 +224,7 @@ class ReturnLine(Base):
         ),
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("refund_amount >= 0", name="refund_amount_nonnegative"),
-        CheckConstraint(
-            "(order_line_no IS NULL) OR (order_id IS NOT NULL)", name="order_line_needs_order"
-        ),
+        CheckConstraint("(order_line_no IS NULL) OR (order_id IS NOT NULL)", name="order_line_needs_order"),
         one_of("reason", enums.RETURN_REASONS),
         one_of("condition", enums.CONDITIONS),
         one_of("disposition", enums.DISPOSITIONS),

@@ -95,7 +95,9 @@ def import_(
     elapsed = time.perf_counter() - started
     for item in report.files:
         out.print(f"{item.table:<14} {item.rows:>10,} rows read  {item.new_rows:>10,} new")
-    out.print(f"imported {report.rows:,} rows in {elapsed:.1f} s ({report.rows / max(elapsed, 1e-9):,.0f} rows/s)")
+    out.print(
+        f"imported {report.rows:,} rows in {elapsed:.1f} s ({report.rows / max(elapsed, 1e-9):,.0f} rows/s)"
+    )
 
 
 @app.command("export")
@@ -115,11 +117,15 @@ def export(
 
 
 @app.command("demo")
-def demo() -> None:
+def demo(
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve the API and dashboards after.")
+    ] = True,
+) -> None:
     """Run the main job end to end on the embedded defaults."""
     from recoup.demo import run_demo
 
-    run_demo(out)
+    run_demo(out, serve=serve)
 
 
 def _safe_url(url: str) -> str:

@@ -37,10 +37,8 @@ class Settings(BaseSettings):
         "", description="MLflow tracking store. Default: sqlite:///<var_dir>/mlflow.db"
     )
     mlflow_artifact_root: str = Field("", description="MLflow artifacts. Default: <var_dir>/mlartifacts")
-    policy_path: Path = Field(
-        DEFAULT_POLICY_PATH, description="The versioned returns policy file (TOML)."
-    )
-    data_dir: Path = Field(Path("var/data"), description="Where generated and imported datasets live.")
+    policy_path: Path = Field(DEFAULT_POLICY_PATH, description="The versioned returns policy file (TOML).")
+    data_dir: Path | None = Field(None, description="Where generated datasets live. Default: <var_dir>/data")
     secret_key: str = Field(
         DEV_SECRET, description="Signs dashboard sessions and derives webhook signatures; set in production."
     )
@@ -52,14 +50,15 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.var_dir / 'recoup.db'}"
         if not self.mlflow_tracking_uri:
             self.mlflow_tracking_uri = f"sqlite:///{self.var_dir / 'mlflow.db'}"
+        if self.data_dir is None:
+            self.data_dir = self.var_dir / "data"
         if not self.mlflow_artifact_root:
             self.mlflow_artifact_root = str(self.var_dir / "mlartifacts")
-        if self.env == "production":
-            if self.secret_key == DEV_SECRET or len(self.secret_key) < 32:
-                raise SettingsError(
-                    "RECOUP_SECRET_KEY must be set to a random string of at least 32 characters "
-                    "when RECOUP_ENV=production"
-                )
+        if self.env == "production" and (self.secret_key == DEV_SECRET or len(self.secret_key) < 32):
+            raise SettingsError(
+                "RECOUP_SECRET_KEY must be set to a random string of at least 32 characters "
+                "when RECOUP_ENV=production"
+            )
         return self
 
 

@@ -116,13 +116,23 @@ def sample_tables(
         gift = min(total, 2500) if rng.random() < 0.2 else 0
         if gift:
             tables["payments"].append(
-                {"order_id": order_id, "payment_id": f"{id_prefix}P{number:05d}-G", "method": "gift_card",
-                 "amount": f"{gift / 100:.2f}", "card_fingerprint": ""}
+                {
+                    "order_id": order_id,
+                    "payment_id": f"{id_prefix}P{number:05d}-G",
+                    "method": "gift_card",
+                    "amount": f"{gift / 100:.2f}",
+                    "card_fingerprint": "",
+                }
             )
         if total - gift:
             tables["payments"].append(
-                {"order_id": order_id, "payment_id": f"{id_prefix}P{number:05d}-C", "method": "card",
-                 "amount": f"{(total - gift) / 100:.2f}", "card_fingerprint": f"fp{rng.randint(1, 25):03d}"}
+                {
+                    "order_id": order_id,
+                    "payment_id": f"{id_prefix}P{number:05d}-C",
+                    "method": "card",
+                    "amount": f"{(total - gift) / 100:.2f}",
+                    "card_fingerprint": f"fp{rng.randint(1, 25):03d}",
+                }
             )
         if rng.random() < 0.35:
             return_no += 1

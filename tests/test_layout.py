@@ -15,11 +15,16 @@ PACKAGES = ("oms", "api", "features", "models", "pipelines", "dashboards", "simu
 def test_package_resolves_inside_repository(name: str) -> None:
     module = importlib.import_module(name)
     assert Path(module.__file__).resolve().parent == ROOT / name
-    assert module.__doc__ and len(module.__doc__.strip()) > 20, f"{name} needs a docstring saying what it owns"
+    assert module.__doc__ and len(module.__doc__.strip()) > 20, (
+        f"{name} needs a docstring saying what it owns"
+    )
 
 
 def test_analytics_packages_are_not_imported_by_oms() -> None:
     for path in (ROOT / "oms").rglob("*.py"):
         source = path.read_text()
         for forbidden in ("features", "models", "pipelines", "dashboards", "api"):
-            assert f"from {forbidden}" not in source and f"import {forbidden}" not in source, (path, forbidden)
+            assert f"from {forbidden}" not in source and f"import {forbidden}" not in source, (
+                path,
+                forbidden,
+            )

@@ -48,12 +48,17 @@ def test_reimport_is_a_no_op(connection: Connection, tmp_path: Path) -> None:
 def test_reimport_updates_changed_rows_only_in_given_columns(connection: Connection, tmp_path: Path) -> None:
     tables = sample_rows()
     import_directory(write_tables(tmp_path / "a", tables), connection)
-    connection.execute(Return.__table__.update().values(rma_number="RMA-1").where(Return.return_id == "R00001"))
+    connection.execute(
+        Return.__table__.update().values(rma_number="RMA-1").where(Return.return_id == "R00001")
+    )
     tables["customers"][0]["region"] = "west"
     tables["customers"].append({**tables["customers"][1], "customer_id": "C9999"})
     tables["returns"][0]["refund_method"] = "store_credit"
     import_directory(write_tables(tmp_path / "b", tables), connection)
-    assert connection.execute(select(Customer.region).where(Customer.customer_id == "C0001")).scalar_one() == "west"
+    assert (
+        connection.execute(select(Customer.region).where(Customer.customer_id == "C0001")).scalar_one()
+        == "west"
+    )
     assert _count(connection, "customers") == 21
     updated = connection.execute(select(Return).where(Return.return_id == "R00001")).one()
     assert updated.refund_method == "store_credit"
@@ -107,7 +112,11 @@ def test_defaults_money_and_normalised_enums(connection: Connection, tmp_path: P
     product = connection.execute(select(Product).limit(1)).one()
     assert product.return_window_days == 30 and product.returnable is True
     assert set(connection.execute(select(OrderLine.discount)).scalars()) == {Decimal("0.00")}
-    price = connection.execute(select(OrderLine.unit_price).where(OrderLine.order_id == "O00001")).scalars().first()
+    price = (
+        connection.execute(select(OrderLine.unit_price).where(OrderLine.order_id == "O00001"))
+        .scalars()
+        .first()
+    )
     assert isinstance(price, Decimal) and price == Decimal(tables["order_lines"][0]["unit_price"])
     statuses = dict(connection.execute(select(Return.return_id, Return.status)).all())
     assert statuses["R00001"] == "authorized"
@@ -134,9 +143,9 @@ def test_incremental_load_references_database_rows(connection: Connection, tmp_p
 
 def _read_csv_dir(directory: Path) -> dict[str, pd.DataFrame]:
     return {
-        path.stem: pd.read_csv(path, dtype=str, keep_default_na=False).sort_values(
-            list(contract.BY_TABLE[path.stem].key)
-        ).reset_index(drop=True)
+        path.stem: pd.read_csv(path, dtype=str, keep_default_na=False)
+        .sort_values(list(contract.BY_TABLE[path.stem].key))
+        .reset_index(drop=True)
         for path in sorted(directory.glob("*.csv"))
     }
 
@@ -171,9 +180,15 @@ def test_export_round_trip(connection: Connection, tmp_path: Path, fmt: str) -> 
             got = exported_rows[column.name]
             want = original[column.name].reindex(got.index)
             if column.kind == "timestamp":
-                assert (pd.to_datetime(got, utc=True) == pd.to_datetime(want, utc=True)).all(), (name, column.name)
+                assert (pd.to_datetime(got, utc=True) == pd.to_datetime(want, utc=True)).all(), (
+                    name,
+                    column.name,
+                )
             elif column.kind in ("money", "signed_money"):
-                assert [Decimal(v or "0") for v in got] == [Decimal(v or "0") for v in want], (name, column.name)
+                assert [Decimal(v or "0") for v in got] == [Decimal(v or "0") for v in want], (
+                    name,
+                    column.name,
+                )
             else:
                 assert list(got) == list(want), (name, column.name)
 
@@ -184,17 +199,23 @@ def test_fraud_reviews_keep_their_natural_key(connection: Connection, tmp_path: 
     import_directory(directory, connection)
     import_directory(directory, connection)
     assert _count(connection, "fraud_reviews") == len(tables["fraud_reviews"])
-    outcome = connection.execute(select(FraudReview.outcome).order_by(FraudReview.reviewed_at)).scalars().all()
+    outcome = (
+        connection.execute(select(FraudReview.outcome).order_by(FraudReview.reviewed_at)).scalars().all()
+    )
     assert len(outcome) == len(tables["fraud_reviews"])
 
 
 def test_csv_with_bom_and_crlf(connection: Connection, tmp_path: Path) -> None:
     directory = tmp_path / "d"
     directory.mkdir()
-    text = "location_id,kind,name\r\nL1,store,\"Shop, with comma\"\r\nL2,warehouse,Depot\r\n"
+    text = 'location_id,kind,name\r\nL1,store,"Shop, with comma"\r\nL2,warehouse,Depot\r\n'
     (directory / "locations.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
     import_directory(directory, connection)
-    rows = connection.execute(select(metadata.tables["locations"].c.name).order_by("location_id")).scalars().all()
+    rows = (
+        connection.execute(select(metadata.tables["locations"].c.name).order_by("location_id"))
+        .scalars()
+        .all()
+    )
     assert rows == ["Shop, with comma", "Depot"]
 
 

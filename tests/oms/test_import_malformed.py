@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,30 +50,198 @@ def _duplicate(table: str, index: int) -> Callable[[Tables], None]:
 
 # (id, change to the rows, expected file, row, column, words in the message)
 CASES = [
-    ("missing-required-column", _drop_column("orders", "placed_at"), "orders.csv", None, None, "required column 'placed_at' is missing"),
-    ("unknown-column", _add_column("customers", "favourite_colour"), "customers.csv", None, None, "unknown column 'favourite_colour'"),
-    ("bad-enum", _set("orders", 4, "channel", "carrier_pigeon"), "orders.csv", 5, "channel", "'carrier_pigeon' is not one of"),
-    ("negative-quantity", _set("order_lines", 2, "quantity", "-2"), "order_lines.csv", 3, "quantity", "must be greater than 0"),
-    ("zero-quantity", _set("return_lines", 0, "quantity", "0"), "return_lines.csv", 1, "quantity", "must be greater than 0"),
-    ("fractional-quantity", _set("order_lines", 5, "quantity", "1.5"), "order_lines.csv", 6, "quantity", "'1.5' is not a whole number"),
-    ("unparsable-timestamp", _set("returns", 3, "requested_at", "31/02/2024 25:00"), "returns.csv", 4, "requested_at", "is not an ISO 8601 timestamp"),
-    ("impossible-date", _set("customers", 1, "created_at", "2024-02-30T10:00:00Z"), "customers.csv", 2, "created_at", "is not an ISO 8601 timestamp"),
-    ("money-three-decimals", _set("payments", 0, "amount", "10.005"), "payments.csv", 1, "amount", "'10.005' is not an amount with at most 2 decimal places"),
-    ("money-negative", _set("products", 0, "list_price", "-1.00"), "products.csv", 1, "list_price", "must not be negative"),
-    ("money-text", _set("order_lines", 0, "unit_price", "£12"), "order_lines.csv", 1, "unit_price", "is not an amount"),
-    ("required-value-empty", _set("customers", 6, "created_at", ""), "customers.csv", 7, "created_at", "is required but empty"),
-    ("duplicate-key", _duplicate("customers", 2), "customers.csv", LAST, "customer_id", "duplicate key (customer_id='C0003') also at row 3"),
-    ("duplicate-composite-key", _duplicate("order_lines", 0), "order_lines.csv", LAST, None, "duplicate key (order_id='O00001', line_no='1')"),
-    ("dangling-sku", _set("order_lines", 3, "sku", "NO-SUCH-SKU"), "order_lines.csv", 4, "sku", "'NO-SUCH-SKU' does not match any product"),
-    ("dangling-order", _set("payments", 1, "order_id", "O99999"), "payments.csv", 2, "order_id", "'O99999' does not match any order"),
-    ("dangling-order-line", _set("return_lines", 2, "order_line_no", "9"), "return_lines.csv", 3, "order_line_no", "has no line 9"),
-    ("return-line-other-sku", _set("return_lines", 0, "sku", "KETTLE"), "return_lines.csv", 1, "sku", "differs from the ordered line's sku"),
-    ("received-before-requested", _set("returns", 0, "received_at", "2023-01-01T00:00:00Z"), "returns.csv", 1, "received_at", "is before requested_at"),
-    ("return-before-order", _set("returns", 0, "requested_at", "2023-01-01T00:00:00Z"), "returns.csv", 1, "requested_at", "is before the order was placed"),
-    ("discount-above-price", _set("order_lines", 0, "discount", "999.00"), "order_lines.csv", 1, "discount", "is more than the line's price times quantity"),
-    ("bad-boolean", _set("products", 0, "returnable", "maybe"), "products.csv", 1, "returnable", "'maybe' is not true or false"),
-    ("id-too-long", _set("customers", 0, "region", "x" * 65), "customers.csv", 1, "region", "longer than 64 characters"),
-    ("later-file-fails", _set("fraud_reviews", 0, "outcome", "guilty"), "fraud_reviews.csv", 1, "outcome", "'guilty' is not one of"),
+    (
+        "missing-required-column",
+        _drop_column("orders", "placed_at"),
+        "orders.csv",
+        None,
+        None,
+        "required column 'placed_at' is missing",
+    ),
+    (
+        "unknown-column",
+        _add_column("customers", "favourite_colour"),
+        "customers.csv",
+        None,
+        None,
+        "unknown column 'favourite_colour'",
+    ),
+    (
+        "bad-enum",
+        _set("orders", 4, "channel", "carrier_pigeon"),
+        "orders.csv",
+        5,
+        "channel",
+        "'carrier_pigeon' is not one of",
+    ),
+    (
+        "negative-quantity",
+        _set("order_lines", 2, "quantity", "-2"),
+        "order_lines.csv",
+        3,
+        "quantity",
+        "must be greater than 0",
+    ),
+    (
+        "zero-quantity",
+        _set("return_lines", 0, "quantity", "0"),
+        "return_lines.csv",
+        1,
+        "quantity",
+        "must be greater than 0",
+    ),
+    (
+        "fractional-quantity",
+        _set("order_lines", 5, "quantity", "1.5"),
+        "order_lines.csv",
+        6,
+        "quantity",
+        "'1.5' is not a whole number",
+    ),
+    (
+        "unparsable-timestamp",
+        _set("returns", 3, "requested_at", "31/02/2024 25:00"),
+        "returns.csv",
+        4,
+        "requested_at",
+        "is not an ISO 8601 timestamp",
+    ),
+    (
+        "impossible-date",
+        _set("customers", 1, "created_at", "2024-02-30T10:00:00Z"),
+        "customers.csv",
+        2,
+        "created_at",
+        "is not an ISO 8601 timestamp",
+    ),
+    (
+        "money-three-decimals",
+        _set("payments", 0, "amount", "10.005"),
+        "payments.csv",
+        1,
+        "amount",
+        "'10.005' is not an amount with at most 2 decimal places",
+    ),
+    (
+        "money-negative",
+        _set("products", 0, "list_price", "-1.00"),
+        "products.csv",
+        1,
+        "list_price",
+        "must not be negative",
+    ),
+    (
+        "money-text",
+        _set("order_lines", 0, "unit_price", "£12"),
+        "order_lines.csv",
+        1,
+        "unit_price",
+        "is not an amount",
+    ),
+    (
+        "required-value-empty",
+        _set("customers", 6, "created_at", ""),
+        "customers.csv",
+        7,
+        "created_at",
+        "is required but empty",
+    ),
+    (
+        "duplicate-key",
+        _duplicate("customers", 2),
+        "customers.csv",
+        LAST,
+        "customer_id",
+        "duplicate key (customer_id='C0003') also at row 3",
+    ),
+    (
+        "duplicate-composite-key",
+        _duplicate("order_lines", 0),
+        "order_lines.csv",
+        LAST,
+        None,
+        "duplicate key (order_id='O00001', line_no='1')",
+    ),
+    (
+        "dangling-sku",
+        _set("order_lines", 3, "sku", "NO-SUCH-SKU"),
+        "order_lines.csv",
+        4,
+        "sku",
+        "'NO-SUCH-SKU' does not match any product",
+    ),
+    (
+        "dangling-order",
+        _set("payments", 1, "order_id", "O99999"),
+        "payments.csv",
+        2,
+        "order_id",
+        "'O99999' does not match any order",
+    ),
+    (
+        "dangling-order-line",
+        _set("return_lines", 2, "order_line_no", "9"),
+        "return_lines.csv",
+        3,
+        "order_line_no",
+        "has no line 9",
+    ),
+    (
+        "return-line-other-sku",
+        _set("return_lines", 0, "sku", "KETTLE"),
+        "return_lines.csv",
+        1,
+        "sku",
+        "differs from the ordered line's sku",
+    ),
+    (
+        "received-before-requested",
+        _set("returns", 0, "received_at", "2023-01-01T00:00:00Z"),
+        "returns.csv",
+        1,
+        "received_at",
+        "is before requested_at",
+    ),
+    (
+        "return-before-order",
+        _set("returns", 0, "requested_at", "2023-01-01T00:00:00Z"),
+        "returns.csv",
+        1,
+        "requested_at",
+        "is before the order was placed",
+    ),
+    (
+        "discount-above-price",
+        _set("order_lines", 0, "discount", "999.00"),
+        "order_lines.csv",
+        1,
+        "discount",
+        "is more than the line's price times quantity",
+    ),
+    (
+        "bad-boolean",
+        _set("products", 0, "returnable", "maybe"),
+        "products.csv",
+        1,
+        "returnable",
+        "'maybe' is not true or false",
+    ),
+    (
+        "id-too-long",
+        _set("customers", 0, "region", "x" * 65),
+        "customers.csv",
+        1,
+        "region",
+        "longer than 64 characters",
+    ),
+    (
+        "later-file-fails",
+        _set("fraud_reviews", 0, "outcome", "guilty"),
+        "fraud_reviews.csv",
+        1,
+        "outcome",
+        "'guilty' is not one of",
+    ),
 ]
 
 
@@ -85,7 +252,15 @@ def loaded(connection: Connection, tmp_path: Path) -> Connection:
     return connection
 
 
-def _assert_refused(connection: Connection, directory: Path, file: str, row: int | None, column: str | None, words: str, **kwargs) -> ContractError:
+def _assert_refused(
+    connection: Connection,
+    directory: Path,
+    file: str,
+    row: int | None,
+    column: str | None,
+    words: str,
+    **kwargs,
+) -> ContractError:
     before = fingerprint(connection)
     with pytest.raises(ContractError) as caught:
         import_directory(directory, connection, **kwargs)
@@ -100,8 +275,12 @@ def _assert_refused(connection: Connection, directory: Path, file: str, row: int
     return caught.value
 
 
-@pytest.mark.parametrize(("change", "file", "row", "column", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_malformed_value_is_refused(loaded: Connection, tmp_path: Path, change, file, row, column, words) -> None:
+@pytest.mark.parametrize(
+    ("change", "file", "row", "column", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_malformed_value_is_refused(
+    loaded: Connection, tmp_path: Path, change, file, row, column, words
+) -> None:
     tables = sample_rows()
     change(tables)
     if row == LAST:
@@ -153,13 +332,23 @@ def test_dangling_reference_against_database(loaded: Connection, tmp_path: Path)
     import_directory(tmp_path / "ok", loaded)  # B-C0001 is in the database: accepted
     bad = b"order_id,channel,placed_at,customer_id\nN2,web,2024-06-01T10:00:00Z,C7777\n"
     _write_raw(tmp_path / "bad", "orders.csv", bad)
-    _assert_refused(loaded, tmp_path / "bad", "orders.csv", 1, "customer_id", "'C7777' does not match any customer")
+    _assert_refused(
+        loaded, tmp_path / "bad", "orders.csv", 1, "customer_id", "'C7777' does not match any customer"
+    )
 
 
 def test_duplicate_key_across_chunks(loaded: Connection, tmp_path: Path) -> None:
     rows = "".join(f"Z{i},2024-01-01T00:00:00Z\n" for i in range(1, 30)) + "Z3,2024-01-02T00:00:00Z\n"
     _write_raw(tmp_path / "d", "customers.csv", ("customer_id,created_at\n" + rows).encode())
-    _assert_refused(loaded, tmp_path / "d", "customers.csv", 30, "customer_id", "duplicate key (customer_id='Z3') also at row 3", chunk_rows=7)
+    _assert_refused(
+        loaded,
+        tmp_path / "d",
+        "customers.csv",
+        30,
+        "customer_id",
+        "duplicate key (customer_id='Z3') also at row 3",
+        chunk_rows=7,
+    )
 
 
 def test_bad_value_in_parquet(loaded: Connection, tmp_path: Path) -> None:
@@ -179,6 +368,8 @@ def test_float_money_in_parquet_with_fraction_of_cent(loaded: Connection, tmp_pa
 def test_many_problems_are_summarised(loaded: Connection, tmp_path: Path) -> None:
     rows = "".join(f"Z{i},yesterday\n" for i in range(1, 60))
     _write_raw(tmp_path / "d", "customers.csv", ("customer_id,created_at\n" + rows).encode())
-    error = _assert_refused(loaded, tmp_path / "d", "customers.csv", 1, "created_at", "is not an ISO 8601 timestamp")
+    error = _assert_refused(
+        loaded, tmp_path / "d", "customers.csv", 1, "created_at", "is not an ISO 8601 timestamp"
+    )
     assert "(and 58 more problems)" in str(error)
     assert len(error.problems) == 20

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 21:01:59.659868
+Create Date: 2026-11-27 21:23:08.268416
 """
 
 from __future__ import annotations
@@ -33,30 +33,30 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('key_id', name=op.f('pk_api_keys'))
     )
     op.create_table('customers',
-    sa.Column('customer_id', sa.String(length=64), nullable=False),
+    sa.Column('customer_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
     sa.Column('created_at', oms.types.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('region', sa.String(length=64), nullable=True),
-    sa.Column('loyalty_tier', sa.String(length=64), nullable=True),
+    sa.Column('region', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
+    sa.Column('loyalty_tier', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.Column('loyalty_points', sa.Integer(), server_default='0', nullable=False),
     sa.CheckConstraint('loyalty_points >= 0', name=op.f('ck_customers_loyalty_points_nonnegative')),
     sa.PrimaryKeyConstraint('customer_id', name=op.f('pk_customers'))
     )
     op.create_table('locations',
-    sa.Column('location_id', sa.String(length=64), nullable=False),
+    sa.Column('location_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
-    sa.Column('region', sa.String(length=64), nullable=True),
+    sa.Column('region', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.Column('name', sa.String(length=200), nullable=True),
     sa.CheckConstraint("kind IN ('store', 'warehouse', 'returns_center', 'dc')", name=op.f('ck_locations_kind')),
     sa.PrimaryKeyConstraint('location_id', name=op.f('pk_locations'))
     )
     op.create_table('products',
-    sa.Column('sku', sa.String(length=64), nullable=False),
-    sa.Column('style_id', sa.String(length=64), nullable=False),
-    sa.Column('category', sa.String(length=64), nullable=False),
-    sa.Column('department', sa.String(length=64), nullable=True),
-    sa.Column('brand', sa.String(length=64), nullable=True),
-    sa.Column('size', sa.String(length=64), nullable=True),
-    sa.Column('color', sa.String(length=64), nullable=True),
+    sa.Column('sku', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('style_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('category', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('department', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
+    sa.Column('brand', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
+    sa.Column('size', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
+    sa.Column('color', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.Column('list_price', oms.types.Money(precision=12, scale=2), nullable=False),
     sa.Column('unit_cost', oms.types.Money(precision=12, scale=2), nullable=True),
     sa.Column('return_window_days', sa.Integer(), server_default='30', nullable=False),
@@ -71,15 +71,15 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_products_style_id'), ['style_id'], unique=False)
 
     op.create_table('orders',
-    sa.Column('order_id', sa.String(length=64), nullable=False),
-    sa.Column('customer_id', sa.String(length=64), nullable=True),
+    sa.Column('order_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('customer_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.Column('channel', sa.String(length=16), nullable=False),
-    sa.Column('location_id', sa.String(length=64), nullable=True),
+    sa.Column('location_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.Column('placed_at', oms.types.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('employee_id', sa.String(length=64), nullable=True),
+    sa.Column('employee_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.Column('ship_postcode', sa.String(length=16), nullable=True),
     sa.Column('bill_postcode', sa.String(length=16), nullable=True),
-    sa.Column('device_id', sa.String(length=64), nullable=True),
+    sa.Column('device_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.Column('currency', sa.String(length=3), nullable=True),
     sa.Column('shipping_amount', oms.types.Money(precision=12, scale=2), server_default='0', nullable=False),
     sa.CheckConstraint("channel IN ('web', 'app', 'store', 'marketplace', 'phone')", name=op.f('ck_orders_channel')),
@@ -96,13 +96,13 @@ def upgrade() -> None:
         batch_op.create_index('ix_orders_ship_postcode', ['ship_postcode'], unique=False)
 
     op.create_table('order_lines',
-    sa.Column('order_id', sa.String(length=64), nullable=False),
+    sa.Column('order_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
     sa.Column('line_no', sa.Integer(), autoincrement=False, nullable=False),
-    sa.Column('sku', sa.String(length=64), nullable=False),
+    sa.Column('sku', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
     sa.Column('quantity', sa.Integer(), nullable=False),
     sa.Column('unit_price', oms.types.Money(precision=12, scale=2), nullable=False),
     sa.Column('discount', oms.types.Money(precision=12, scale=2), server_default='0', nullable=False),
-    sa.Column('promotion_id', sa.String(length=64), nullable=True),
+    sa.Column('promotion_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.CheckConstraint('discount <= unit_price * quantity', name=op.f('ck_order_lines_discount_within_line')),
     sa.CheckConstraint('discount >= 0', name=op.f('ck_order_lines_discount_nonnegative')),
     sa.CheckConstraint('quantity > 0', name=op.f('ck_order_lines_quantity_positive')),
@@ -115,11 +115,11 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_order_lines_sku'), ['sku'], unique=False)
 
     op.create_table('payments',
-    sa.Column('payment_id', sa.String(length=64), nullable=False),
-    sa.Column('order_id', sa.String(length=64), nullable=False),
+    sa.Column('payment_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('order_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
     sa.Column('method', sa.String(length=16), nullable=False),
     sa.Column('amount', oms.types.Money(precision=12, scale=2), nullable=False),
-    sa.Column('card_fingerprint', sa.String(length=64), nullable=True),
+    sa.Column('card_fingerprint', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.CheckConstraint("method IN ('card', 'gift_card', 'store_credit', 'cash', 'loyalty_points', 'paypal', 'other')", name=op.f('ck_payments_method')),
     sa.CheckConstraint('amount >= 0', name=op.f('ck_payments_amount_nonnegative')),
     sa.ForeignKeyConstraint(['order_id'], ['orders.order_id'], name=op.f('fk_payments_order_id_orders')),
@@ -130,14 +130,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_payments_order_id'), ['order_id'], unique=False)
 
     op.create_table('returns',
-    sa.Column('return_id', sa.String(length=64), nullable=False),
-    sa.Column('order_id', sa.String(length=64), nullable=True),
-    sa.Column('customer_id', sa.String(length=64), nullable=True),
+    sa.Column('return_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('order_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
+    sa.Column('customer_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.Column('channel', sa.String(length=16), nullable=False),
-    sa.Column('location_id', sa.String(length=64), nullable=True),
+    sa.Column('location_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.Column('requested_at', oms.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('received_at', oms.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('employee_id', sa.String(length=64), nullable=True),
+    sa.Column('employee_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('refund_method', sa.String(length=16), nullable=True),
     sa.Column('rma_number', sa.String(length=32), nullable=True),
@@ -162,12 +162,12 @@ def upgrade() -> None:
 
     op.create_table('fraud_reviews',
     sa.Column('review_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('return_id', sa.String(length=64), nullable=False),
+    sa.Column('return_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
     sa.Column('reviewed_at', oms.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('outcome', sa.String(length=16), nullable=False),
-    sa.Column('fraud_type', sa.String(length=64), nullable=True),
+    sa.Column('fraud_type', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.Column('source', sa.String(length=16), nullable=True),
-    sa.Column('reviewer', sa.String(length=64), nullable=True),
+    sa.Column('reviewer', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.Column('note', sa.Text(), nullable=True),
     sa.CheckConstraint("outcome IN ('fraud', 'abuse', 'legitimate')", name=op.f('ck_fraud_reviews_outcome')),
     sa.CheckConstraint("source IN ('rule_flag', 'model_flag', 'random_audit', 'chargeback', 'other')", name=op.f('ck_fraud_reviews_source')),
@@ -181,12 +181,12 @@ def upgrade() -> None:
     op.create_table('inventory_movements',
     sa.Column('movement_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('at', oms.types.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('location_id', sa.String(length=64), nullable=False),
-    sa.Column('sku', sa.String(length=64), nullable=False),
+    sa.Column('location_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('sku', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
     sa.Column('bucket', sa.String(length=16), nullable=False),
     sa.Column('quantity', sa.Integer(), nullable=False),
     sa.Column('reason', sa.String(length=32), nullable=False),
-    sa.Column('return_id', sa.String(length=64), nullable=True),
+    sa.Column('return_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.Column('return_line_no', sa.Integer(), nullable=True),
     sa.CheckConstraint("bucket IN ('sellable', 'returns_pending', 'refurbishment', 'reserved', 'disposed')", name=op.f('ck_inventory_movements_bucket')),
     sa.CheckConstraint('quantity <> 0', name=op.f('ck_inventory_movements_quantity_nonzero')),
@@ -201,12 +201,12 @@ def upgrade() -> None:
 
     op.create_table('loyalty_ledger',
     sa.Column('entry_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('customer_id', sa.String(length=64), nullable=False),
+    sa.Column('customer_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
     sa.Column('at', oms.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('points', sa.Integer(), nullable=False),
     sa.Column('reason', sa.String(length=32), nullable=False),
-    sa.Column('order_id', sa.String(length=64), nullable=True),
-    sa.Column('return_id', sa.String(length=64), nullable=True),
+    sa.Column('order_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
+    sa.Column('return_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.customer_id'], name=op.f('fk_loyalty_ledger_customer_id_customers')),
     sa.ForeignKeyConstraint(['order_id'], ['orders.order_id'], name=op.f('fk_loyalty_ledger_order_id_orders')),
     sa.ForeignKeyConstraint(['return_id'], ['returns.return_id'], name=op.f('fk_loyalty_ledger_return_id_returns')),
@@ -216,9 +216,9 @@ def upgrade() -> None:
         batch_op.create_index('ix_loyalty_ledger_customer_at', ['customer_id', 'at'], unique=False)
 
     op.create_table('notifications_outbox',
-    sa.Column('event_id', sa.String(length=64), nullable=False),
+    sa.Column('event_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
     sa.Column('created_at', oms.types.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('return_id', sa.String(length=64), nullable=False),
+    sa.Column('return_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('state', sa.String(length=16), server_default='pending', nullable=False),
@@ -236,8 +236,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_notifications_outbox_return_id'), ['return_id'], unique=False)
 
     op.create_table('refunds',
-    sa.Column('refund_id', sa.String(length=64), nullable=False),
-    sa.Column('return_id', sa.String(length=64), nullable=False),
+    sa.Column('refund_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('return_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
     sa.Column('created_at', oms.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('method', sa.String(length=16), nullable=False),
     sa.Column('merchandise_amount', oms.types.Money(precision=12, scale=2), nullable=False),
@@ -257,7 +257,7 @@ def upgrade() -> None:
 
     op.create_table('return_events',
     sa.Column('event_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('return_id', sa.String(length=64), nullable=False),
+    sa.Column('return_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
     sa.Column('seq', sa.Integer(), nullable=False),
     sa.Column('at', oms.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('actor', sa.String(length=128), nullable=False),
@@ -270,11 +270,11 @@ def upgrade() -> None:
     sa.UniqueConstraint('return_id', 'seq', name='uq_return_events_return_seq')
     )
     op.create_table('return_lines',
-    sa.Column('return_id', sa.String(length=64), nullable=False),
+    sa.Column('return_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
     sa.Column('line_no', sa.Integer(), autoincrement=False, nullable=False),
-    sa.Column('order_id', sa.String(length=64), nullable=True),
+    sa.Column('order_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.Column('order_line_no', sa.Integer(), nullable=True),
-    sa.Column('sku', sa.String(length=64), nullable=False),
+    sa.Column('sku', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
     sa.Column('quantity', sa.Integer(), nullable=False),
     sa.Column('reason', sa.String(length=24), nullable=False),
     sa.Column('condition', sa.String(length=16), nullable=True),
@@ -298,7 +298,7 @@ def upgrade() -> None:
 
     op.create_table('return_scores',
     sa.Column('score_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('return_id', sa.String(length=64), nullable=False),
+    sa.Column('return_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
     sa.Column('model_name', sa.String(length=64), nullable=False),
     sa.Column('model_version', sa.String(length=32), nullable=False),
     sa.Column('scored_at', oms.types.UTCDateTime(timezone=True), nullable=False),
@@ -315,8 +315,8 @@ def upgrade() -> None:
 
     op.create_table('refund_allocations',
     sa.Column('allocation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('refund_id', sa.String(length=64), nullable=False),
-    sa.Column('payment_id', sa.String(length=64), nullable=True),
+    sa.Column('refund_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('payment_id', sa.String(length=64).with_variant(sa.String(length=64, collation='C'), 'postgresql'), nullable=True),
     sa.Column('method', sa.String(length=16), nullable=False),
     sa.Column('amount', oms.types.Money(precision=12, scale=2), nullable=False),
     sa.CheckConstraint("method IN ('card', 'gift_card', 'store_credit', 'cash', 'loyalty_points', 'paypal', 'other')", name=op.f('ck_refund_allocations_method')),

@@ -1,0 +1,39 @@
+# The two commands: `make test` and `make demo`. Both create the environment from uv.lock first.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+ARGS ?=
+PYTEST_ARGS ?=
+# The suite also runs every database test on PostgreSQL; it creates and drops its own database there.
+RECOUP_TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+export RECOUP_TEST_POSTGRES_URL
+
+.PHONY: env test demo lint format clean
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+.venv/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --locked
+	@touch $@
+
+env: .venv/.synced  ## create or update .venv from the lock file
+
+test: env  ## lint, then the whole suite on SQLite and PostgreSQL
+	.venv/bin/ruff check .
+	.venv/bin/pytest $(PYTEST_ARGS)
+
+demo: env  ## the main job end to end on the embedded defaults (make demo ARGS=--no-serve)
+	.venv/bin/recoup demo $(ARGS)
+
+lint: env
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: env
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache
