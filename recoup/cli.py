@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +21,7 @@ db_app = typer.Typer(help="The state database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 err = Console(stderr=True)
-out = Console()
+out = out_console = Console()
 
 
 class Failure(Exception):
@@ -86,8 +86,17 @@ def import_(
     from oms.migrate import upgrade
 
     settings = get_settings()
-    if fmt != "contract":
-        raise Failure(f"unknown --format {fmt!r}; expected 'contract'")
+    if fmt == "uci-online-retail":
+        from simulator.uci import convert_uci
+
+        if not path.is_file():
+            raise Failure(f"{path}: not a file (expected the UCI Online Retail .parquet, .csv or .xlsx)")
+        converted = settings.data_dir / "uci-online-retail"
+        report = convert_uci(path, converted)
+        out.print(str(report), markup=False, highlight=False)
+        path = converted
+    elif fmt != "contract":
+        raise Failure(f"unknown --format {fmt!r}; expected 'contract' or 'uci-online-retail'")
     upgrade(settings.database_url)
     started = time.perf_counter()
     with progress_bar("import") as progress:
@@ -98,6 +107,38 @@ def import_(
     out.print(
         f"imported {report.rows:,} rows in {elapsed:.1f} s ({report.rows / max(elapsed, 1e-9):,.0f} rows/s)"
     )
+
+
+@app.command("simulate")
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the data-contract files to.")],
+    customers: Annotated[int, typer.Option(min=100, help="Number of customers.")] = 5_000,
+    months: Annotated[int, typer.Option(min=1, max=60, help="Months of history.")] = 12,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same retailer.")] = 42,
+    start: Annotated[str, typer.Option(help="First day of the history (YYYY-MM-DD).")] = "2024-01-01",
+) -> None:
+    """Simulate a retailer with planted fraud; ground truth goes to OUT/_truth/."""
+    import datetime as dt
+
+    from simulator.retailer import SimulationConfig
+    from simulator.retailer import simulate as run
+
+    try:
+        first_day = dt.date.fromisoformat(start)
+    except ValueError as exc:
+        raise Failure(f"--start {start!r} is not a date (YYYY-MM-DD)") from exc
+    with err.status("simulating") if err.is_terminal else nullcontext():
+        result = run(SimulationConfig(customers=customers, months=months, seed=seed, start=first_day), out)
+    for table, rows in result.tables.items():
+        out_console.print(f"{table:<14} {rows:>10,} rows")
+    figures = result.figures
+    out_console.print(
+        f"return rate by value {figures['return_rate_by_value']:.1%} (online "
+        f"{figures['online_return_rate_by_value']:.1%}, store {figures['store_return_rate_by_value']:.1%}); "
+        f"fraud+abuse {figures['fraud_abuse_share_of_returns']:.1%} of returns; "
+        f"reviewed {figures['reviewed_share_of_returns']:.1%}"
+    )
+    out_console.print(f"wrote {out} in {result.seconds:.1f} s (ground truth in {out / '_truth'})")
 
 
 @app.command("export")

@@ -13,19 +13,34 @@ from oms.importer import import_directory
 from oms.migrate import upgrade
 from oms.tables import OrderLine, Return, ReturnLine, metadata
 from recoup.settings import get_settings
-from simulator.sample import write_sample
+from simulator.retailer import SimulationConfig, simulate
 
 
-def run_demo(console: Console, serve: bool = True) -> None:
+def run_demo(console: Console, serve: bool = True, data: str = "simulated", customers: int = 5_000) -> None:
     settings = get_settings()
     started = time.perf_counter()
-    data = settings.data_dir / "sample"
-    console.print(f"[bold]1/3[/] writing a sample retailer to {data}")
-    write_sample(data, customers=200, orders=1500)
+    if data == "uci":
+        from simulator.uci import convert_uci
+
+        directory = settings.data_dir / "uci-online-retail"
+        console.print(f"[bold]1/3[/] converting the UCI Online Retail file into {directory}")
+        console.print(str(convert_uci(settings.uci_path, directory)), markup=False, highlight=False)
+    else:
+        directory = settings.data_dir / "simulated"
+        console.print(
+            f"[bold]1/3[/] simulating a retailer ({customers:,} customers, 12 months) into {directory}"
+        )
+        result = simulate(SimulationConfig(customers=customers, months=12), directory)
+        figures = result.figures
+        console.print(
+            f"      return rate by value {figures['return_rate_by_value']:.1%}, fraud+abuse "
+            f"{figures['fraud_abuse_share_of_returns']:.1%} of returns ({result.seconds:.1f} s)"
+        )
+    data_dir = directory
     console.print(f"[bold]2/3[/] migrating and importing into {settings.database_url}")
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
-    report = import_directory(data, engine)
+    report = import_directory(data_dir, engine)
     console.print(f"      {report.rows:,} rows in {report.seconds:.1f} s")
     console.print("[bold]3/3[/] summary")
     with engine.connect() as connection:

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     mlflow_artifact_root: str = Field("", description="MLflow artifacts. Default: <var_dir>/mlartifacts")
     policy_path: Path = Field(DEFAULT_POLICY_PATH, description="The versioned returns policy file (TOML).")
     data_dir: Path | None = Field(None, description="Where generated datasets live. Default: <var_dir>/data")
+    uci_path: Path = Field(
+        Path("../shared/data/uci_online_retail/online_retail.parquet"),
+        description="The UCI Online Retail file, for `recoup demo --data uci`.",
+    )
     secret_key: str = Field(
         DEV_SECRET, description="Signs dashboard sessions and derives webhook signatures; set in production."
     )
