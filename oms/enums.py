@@ -37,3 +37,4 @@ REVIEW_SOURCES = ("rule_flag", "model_flag", "random_audit", "chargeback", "othe
 INVENTORY_BUCKETS = ("sellable", "returns_pending", "refurbishment", "reserved", "disposed")
 NOTIFICATION_KINDS = ("return_authorized", "return_received", "refund_issued", "return_rejected")
 NOTIFICATION_STATES = ("pending", "delivered", "failed")
+DECISIONS = ("approve", "review", "deny")

@@ -187,11 +187,18 @@ class Return(Base):
     rma_number: Mapped[str | None] = mapped_column(String(32), unique=True)
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     updated_at: Mapped[dt.datetime | None]
+    decision: Mapped[str | None] = mapped_column(String(16))
+    decision_reasons: Mapped[list[Any] | None]
+    policy_version: Mapped[str | None] = mapped_column(String(32))
+
+    # Optimistic lock: every change to a return checks and bumps `version` (StaleDataError otherwise).
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
     __table_args__ = (
         one_of("channel", enums.RETURN_CHANNELS),
         one_of("status", enums.RETURN_STATUSES),
         one_of("refund_method", enums.REFUND_METHODS),
+        one_of("decision", enums.DECISIONS),
         Index("ix_returns_customer_requested", "customer_id", "requested_at"),
         Index("ix_returns_location_requested", "location_id", "requested_at"),
         Index("ix_returns_employee_requested", "employee_id", "requested_at"),
@@ -215,6 +222,10 @@ class ReturnLine(Base):
     disposition: Mapped[str | None] = mapped_column(String(24))
     refund_amount: Mapped[Decimal | None]
     recovery_value: Mapped[Decimal | None]
+    # Lifecycle bookkeeping, not part of the import contract.
+    received_quantity: Mapped[int | None] = mapped_column(Integer)
+    disposed_at: Mapped[dt.datetime | None]
+    replacement_sku: Mapped[str | None] = mapped_column(ForeignKey("products.sku"))
 
     __table_args__ = (
         ForeignKeyConstraint(
@@ -389,6 +400,44 @@ class ReturnScore(Base):
         UniqueConstraint("return_id", "model_name", "model_version", name="uq_return_scores_return_model"),
         Index("ix_return_scores_model_score", "model_name", "model_version", "score"),
     )
+
+
+class Exchange(Base):
+    """A replacement item for a returned line: reserved from stock, with the price difference settled."""
+
+    __tablename__ = "exchanges"
+
+    return_id: Mapped[str] = mapped_column(primary_key=True)
+    line_no: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    replacement_sku: Mapped[str] = mapped_column(ForeignKey("products.sku"))
+    location_id: Mapped[str] = mapped_column(ForeignKey("locations.location_id"))
+    quantity: Mapped[int] = mapped_column(Integer)
+    even: Mapped[bool] = mapped_column(Boolean)
+    # positive: the customer pays the difference; negative: it is refunded
+    price_difference: Mapped[Decimal]
+    created_at: Mapped[dt.datetime]
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["return_id", "line_no"],
+            ["return_lines.return_id", "return_lines.line_no"],
+            name="fk_exchanges_return_line",
+        ),
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+    )
+
+
+class IdempotencyKey(Base):
+    """The stored response of a POST made with an Idempotency-Key, per API key."""
+
+    __tablename__ = "idempotency_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]]
+    created_at: Mapped[dt.datetime]
 
 
 class ApiKey(Base):

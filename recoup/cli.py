@@ -19,6 +19,8 @@ from recoup.settings import get_settings
 app = typer.Typer(help="Recoup: returns intelligence for omnichannel retailers.", no_args_is_help=True)
 db_app = typer.Typer(help="The state database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+apikey_app = typer.Typer(help="API keys for tills, web shops and tools.", no_args_is_help=True)
+app.add_typer(apikey_app, name="apikey")
 
 err = Console(stderr=True)
 out = out_console = Console()
@@ -155,6 +157,67 @@ def export(
         written = export_directory(directory, _engine(), fmt=fmt, progress=progress)  # type: ignore[arg-type]
     for table, rows in written.items():
         out.print(f"{table:<14} {rows:>10,} rows")
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: Annotated[str, typer.Option(help="Who uses the key (e.g. 'till-leeds', 'webshop').")],
+    scope: Annotated[
+        list[str], typer.Option(help="returns:read, returns:write, review or admin; repeat for several.")
+    ],
+) -> None:
+    """Create an API key; the key is printed once (only its hash is stored)."""
+    from oms.apikeys import create_key
+    from oms.migrate import upgrade
+    from oms.uow import unit_of_work
+
+    upgrade(get_settings().database_url)
+    with unit_of_work(_engine()) as session:
+        key = create_key(session, name, scope)
+    out.print(key, markup=False, highlight=False)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The id part of rk_<id>.<secret>.")]) -> None:
+    """Revoke an API key (it stops working within a minute)."""
+    from oms.apikeys import revoke
+    from oms.uow import unit_of_work
+
+    with unit_of_work(_engine()) as session:
+        if not revoke(session, key_id):
+            raise Failure(f"no active API key {key_id!r}")
+    out.print(f"revoked {key_id}")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface (default RECOUP_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default RECOUP_API_PORT).")] = None,
+) -> None:
+    """Serve the HTTP API (one process; run several behind a load balancer to scale out)."""
+    import uvicorn
+
+    from oms.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    uvicorn.run(
+        "api.main:app", host=host or settings.api_host, port=port or settings.api_port, log_level="info"
+    )
+
+
+@app.command("notify")
+def notify(
+    once: Annotated[bool, typer.Option("--once", help="Deliver what is due and exit.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between rounds when looping.")] = 2.0,
+) -> None:
+    """Deliver customer notifications from the outbox to the configured webhooks."""
+    from oms.notify import run, targets_from_config
+
+    settings = get_settings()
+    targets = targets_from_config(settings.webhook_urls, settings.webhook_secret)
+    report = run(_engine(), targets, interval=interval, once=once)
+    out.print(str(report), markup=False, highlight=False)
 
 
 @app.command("demo")

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     secret_key: str = Field(
         DEV_SECRET, description="Signs dashboard sessions and derives webhook signatures; set in production."
     )
+    webhook_urls: str = Field("", description="Comma-separated webhook URLs for customer notifications.")
+    webhook_secret: str = Field("", description="HMAC-SHA256 secret signing webhook deliveries.")
+    api_host: str = Field("127.0.0.1", description="Where `recoup serve` listens.")
+    api_port: int = Field(8000, description="Port of `recoup serve`.")
     import_chunk_rows: int = Field(100_000, gt=0, description="Rows per chunk when importing files.")
 
     @model_validator(mode="after")

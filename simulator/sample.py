@@ -193,7 +193,8 @@ def write_csv_tables(directory: Path, tables: dict[str, list[dict[str, str]]]) -
         if not rows:
             continue
         with open(directory / f"{spec.table}.csv", "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0].keys()), lineterminator="\n")
+            names = list(dict.fromkeys(name for row in rows for name in row))
+            writer = csv.DictWriter(handle, fieldnames=names, restval="", lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
     return directory

@@ -1,0 +1,70 @@
+"""The FastAPI application (`api.main:app`): lifecycle and inventory endpoints behind API keys.
+
+Settings are read when the app starts (lifespan), never at import; tests build their own app with
+`create_app(state)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from api import errors
+from api.auth import ApiKeyMiddleware
+from api.routes import inventory, returns
+from api.state import AppState
+
+DESCRIPTION = """Returns intelligence for omnichannel retailers.
+
+Every `/v1` endpoint needs an API key (`Authorization: Bearer rk_...` or `X-API-Key`) with the scope the
+endpoint names: `returns:read`, `returns:write`, `review` or `admin`. POSTs accept an `Idempotency-Key`.
+"""
+
+
+def _state_from_settings() -> AppState:
+    from oms.db import make_engine
+    from oms.policy import load_policy
+    from recoup.settings import get_settings
+
+    settings = get_settings()
+    return AppState(engine=make_engine(settings.database_url), policy=load_policy(settings.policy_path))
+
+
+def create_app(state: AppState | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if getattr(app.state, "recoup", None) is None:
+            app.state.recoup = _state_from_settings()
+        yield
+
+    app = FastAPI(title="Recoup", version="1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.recoup = state
+    app.add_middleware(ApiKeyMiddleware)
+    errors.install(app)
+    app.include_router(returns.router)
+    app.include_router(inventory.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "rk_<key_id>.<secret>"}
+            }
+            schema["security"] = [{"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+app = create_app()

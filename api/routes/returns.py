@@ -1,0 +1,280 @@
+"""Return lifecycle endpoints: create, read, search, receive, inspect, dispose, refund, cancel, expire,
+and the analyst's decision."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+from starlette.responses import JSONResponse
+
+from api.auth import needs
+from api.commands import actor, run_command
+from api.deps import Caller, IdempotencyKey, State
+from api.schemas import (
+    ID_PATTERN,
+    CancelIn,
+    DecisionIn,
+    DisposeIn,
+    EmptyIn,
+    ErrorOut,
+    InspectIn,
+    ReceiveIn,
+    ReturnCreate,
+    ReturnOut,
+    ReturnSummary,
+    ReviewOut,
+    Status,
+)
+from api.views import return_view, summary
+from oms.lifecycle import CreateReturn, LineRequest, ReturnService
+from oms.tables import Return
+from oms.uow import unit_of_work
+
+router = APIRouter(prefix="/v1/returns", tags=["returns"])
+
+ERRORS = {
+    401: {"model": ErrorOut, "description": "No valid API key"},
+    403: {"model": ErrorOut, "description": "The key lacks the scope"},
+    404: {"model": ErrorOut, "description": "No such return"},
+    409: {"model": ErrorOut, "description": "Not allowed in the return's state, or a concurrent change won"},
+    422: {"model": ErrorOut, "description": "Invalid request (or Idempotency-Key reused with another body)"},
+}
+ReturnId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN, description="The return id.")]
+QueryId = Annotated[str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN)]
+
+
+def _service(session: Session, state) -> ReturnService:
+    return ReturnService(session, state.policy, chooser=state.chooser, now=state.clock)
+
+
+def _command(request: Request, state, caller, key, body, action):
+    def command(session: Session):
+        return action(_service(session, state), session)
+
+    return run_command(state, caller, key, request.url.path, body, command)
+
+
+@router.post(
+    "", status_code=201, response_model=ReturnOut, responses=ERRORS, openapi_extra=needs("returns:write")
+)
+def create_return(
+    body: ReturnCreate, request: Request, state: State, caller: Caller, key: IdempotencyKey = None
+) -> JSONResponse:
+    """Create a return: decided by the policy (and the fraud score), authorised with an RMA number, held for review or rejected."""
+    create = CreateReturn(
+        channel=body.channel,
+        lines=tuple(
+            LineRequest(
+                quantity=line.quantity,
+                reason=line.reason,
+                order_line_no=line.order_line_no,
+                sku=line.sku,
+                condition=line.condition,
+                replacement_sku=line.replacement_sku,
+            )
+            for line in body.lines
+        ),
+        order_id=body.order_id,
+        customer_id=body.customer_id,
+        location_id=body.location_id,
+        employee_id=body.employee_id,
+        refund_method=body.refund_method,
+        return_id=body.return_id,
+        receive_now=body.receive_now,
+        refund_now=body.refund_now and body.receive_now,
+    )
+
+    def action(service: ReturnService, session: Session):
+        header = service.create(create, actor(caller))
+        return 201, return_view(session, header.return_id)
+
+    return _command(request, state, caller, key, body, action)
+
+
+@router.get("/{return_id}", response_model=ReturnOut, responses=ERRORS, openapi_extra=needs("returns:read"))
+def read_return(return_id: ReturnId, state: State) -> ReturnOut:
+    """One return with its lines, refunds (per tender), exchanges and timeline."""
+    with unit_of_work(state.engine) as session:
+        return return_view(session, return_id)
+
+
+@router.get("", response_model=list[ReturnSummary], responses=ERRORS, openapi_extra=needs("returns:read"))
+def search_returns(
+    state: State,
+    order_id: QueryId = None,
+    customer_id: QueryId = None,
+    rma_number: QueryId = None,
+    status: Status | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[ReturnSummary]:
+    """Find returns by order, customer or RMA number, across every channel (buy online, return in store included)."""
+    query = select(Return).order_by(Return.requested_at.desc()).limit(limit)
+    if order_id is not None:
+        query = query.where(Return.order_id == order_id)
+    if customer_id is not None:
+        query = query.where(Return.customer_id == customer_id)
+    if rma_number is not None:
+        query = query.where(or_(Return.rma_number == rma_number, Return.return_id == rma_number))
+    if status is not None:
+        query = query.where(Return.status == status)
+    with unit_of_work(state.engine) as session:
+        return [summary(r) for r in session.execute(query).scalars()]
+
+
+@router.post(
+    "/{return_id}/receive", response_model=ReturnOut, responses=ERRORS, openapi_extra=needs("returns:write")
+)
+def receive_return(
+    return_id: ReturnId,
+    body: ReceiveIn,
+    request: Request,
+    state: State,
+    caller: Caller,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Record the parcel or counter receipt: units go to the location's returns-pending stock (limbo)."""
+
+    def action(service: ReturnService, session: Session):
+        quantities = {line.line_no: line.quantity for line in body.lines} if body.lines else None
+        service.receive(return_id, actor(caller), quantities=quantities, location_id=body.location_id)
+        return 200, return_view(session, return_id)
+
+    return _command(request, state, caller, key, body, action)
+
+
+@router.post(
+    "/{return_id}/inspect", response_model=ReturnOut, responses=ERRORS, openapi_extra=needs("returns:write")
+)
+def inspect_return(
+    return_id: ReturnId,
+    body: InspectIn,
+    request: Request,
+    state: State,
+    caller: Caller,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Record each received line's condition (empty boxes and wrong items are flagged in the timeline)."""
+
+    def action(service: ReturnService, session: Session):
+        service.inspect(return_id, {line.line_no: line.condition for line in body.lines}, actor(caller))
+        return 200, return_view(session, return_id)
+
+    return _command(request, state, caller, key, body, action)
+
+
+@router.post(
+    "/{return_id}/dispose", response_model=ReturnOut, responses=ERRORS, openapi_extra=needs("returns:write")
+)
+def dispose_return(
+    return_id: ReturnId,
+    body: DisposeIn,
+    request: Request,
+    state: State,
+    caller: Caller,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Route inspected lines (given, or chosen by the best feasible expected value) and move their stock."""
+
+    def action(service: ReturnService, session: Session):
+        wanted = {line.line_no: line.disposition for line in body.lines} if body.lines else None
+        service.dispose(return_id, actor(caller), wanted)
+        return 200, return_view(session, return_id)
+
+    return _command(request, state, caller, key, body, action)
+
+
+@router.post(
+    "/{return_id}/refund", response_model=ReturnOut, responses=ERRORS, openapi_extra=needs("returns:write")
+)
+def refund_return(
+    return_id: ReturnId,
+    body: EmptyIn,
+    request: Request,
+    state: State,
+    caller: Caller,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Refund the received units: price paid, shipping if at fault, less fees, back to the original tenders."""
+
+    def action(service: ReturnService, session: Session):
+        service.refund(return_id, actor(caller))
+        return 200, return_view(session, return_id)
+
+    return _command(request, state, caller, key, body, action)
+
+
+@router.post(
+    "/{return_id}/cancel", response_model=ReturnOut, responses=ERRORS, openapi_extra=needs("returns:write")
+)
+def cancel_return(
+    return_id: ReturnId,
+    body: CancelIn,
+    request: Request,
+    state: State,
+    caller: Caller,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Cancel an authorised return that will not be sent."""
+
+    def action(service: ReturnService, session: Session):
+        service.cancel(return_id, actor(caller), body.reason)
+        return 200, return_view(session, return_id)
+
+    return _command(request, state, caller, key, body, action)
+
+
+@router.post(
+    "/{return_id}/expire", response_model=ReturnOut, responses=ERRORS, openapi_extra=needs("returns:write")
+)
+def expire_return(
+    return_id: ReturnId,
+    body: EmptyIn,
+    request: Request,
+    state: State,
+    caller: Caller,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Expire an authorised return that never arrived."""
+
+    def action(service: ReturnService, session: Session):
+        service.expire(return_id, actor(caller))
+        return 200, return_view(session, return_id)
+
+    return _command(request, state, caller, key, body, action)
+
+
+@router.post(
+    "/{return_id}/decision", response_model=ReviewOut, responses=ERRORS, openapi_extra=needs("review")
+)
+def decide_return(
+    return_id: ReturnId,
+    body: DecisionIn,
+    request: Request,
+    state: State,
+    caller: Caller,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """A loss-prevention decision (fraud, abuse, legitimate): authorises or rejects a held return and becomes a label."""
+
+    def action(service: ReturnService, session: Session):
+        review = service.decide(
+            return_id,
+            actor(caller),
+            body.outcome,
+            action=body.action,
+            fraud_type=body.fraud_type,
+            note=body.note,
+        )
+        header = service.get(return_id)
+        return 200, ReviewOut(
+            return_id=return_id,
+            outcome=review.outcome,
+            reviewer=review.reviewer,
+            reviewed_at=review.reviewed_at,
+            status=header.status,
+        )
+
+    return _command(request, state, caller, key, body, action)

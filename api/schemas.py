@@ -1,0 +1,227 @@
+"""Request and response bodies of the HTTP API (pydantic), separate from the ORM tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from oms import enums
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"  # no NUL or other control characters
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
+Units = Annotated[int, Field(ge=1, le=10_000)]
+LineNo = Annotated[int, Field(ge=1, le=100_000)]
+Channel = Literal["store", "web", "app", "mail"]
+Reason = Literal[enums.RETURN_REASONS]  # type: ignore[valid-type]
+Condition = Literal[enums.CONDITIONS]  # type: ignore[valid-type]
+Disposition = Literal[enums.DISPOSITIONS]  # type: ignore[valid-type]
+RefundMethod = Literal[enums.REFUND_METHODS]  # type: ignore[valid-type]
+Outcome = Literal[enums.REVIEW_OUTCOMES]  # type: ignore[valid-type]
+Note = Annotated[str, Field(max_length=2000, pattern=TEXT_PATTERN)]
+Status = Literal[enums.RETURN_STATUSES]  # type: ignore[valid-type]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReturnLineIn(_Body):
+    quantity: Units
+    reason: Reason
+    order_line_no: LineNo | None = Field(
+        None, description="The order line returned (required when order_id is given)."
+    )
+    sku: Id | None = Field(
+        None, description="Required for receiptless lines; checked against the order line otherwise."
+    )
+    condition: Condition | None = Field(
+        None, description="Known at a store counter; otherwise set at inspection."
+    )
+    replacement_sku: Id | None = Field(None, description="For an exchange (refund_method 'exchange').")
+
+
+class ReturnCreate(_Body):
+    channel: Channel
+    lines: Annotated[list[ReturnLineIn], Field(min_length=1, max_length=100)]
+    order_id: Id | None = Field(None, description="Empty for a receiptless return.")
+    customer_id: Id | None = None
+    location_id: Id | None = Field(None, description="Where the return is (or will be) received.")
+    employee_id: Id | None = None
+    refund_method: RefundMethod = "original_tender"
+    return_id: Id | None = Field(None, description="Your id for the return; generated when omitted.")
+    receive_now: bool = Field(False, description="Store flow: requested, decided and received in one call.")
+    refund_now: bool = Field(False, description="Store flow: also refund at the till (needs receive_now).")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "channel": "store",
+                    "order_id": "O00012345",
+                    "location_id": "S001",
+                    "employee_id": "ES001-03",
+                    "lines": [{"order_line_no": 1, "quantity": 1, "reason": "doesnt_fit"}],
+                    "receive_now": True,
+                }
+            ]
+        },
+    )
+
+
+class ReceiveLine(_Body):
+    line_no: LineNo
+    quantity: Annotated[int, Field(ge=0, le=10_000)]
+
+
+class ReceiveIn(_Body):
+    location_id: Id | None = Field(None, description="Where it arrived (default: the return's location).")
+    lines: Annotated[list[ReceiveLine], Field(max_length=100)] | None = Field(
+        None, description="Units received per line (default: everything requested)."
+    )
+
+
+class InspectLine(_Body):
+    line_no: LineNo
+    condition: Condition
+
+
+class InspectIn(_Body):
+    lines: Annotated[list[InspectLine], Field(min_length=1, max_length=100)]
+
+
+class DisposeLine(_Body):
+    line_no: LineNo
+    disposition: Disposition | None = Field(None, description="Omit to let the disposition chooser pick.")
+
+
+class DisposeIn(_Body):
+    lines: Annotated[list[DisposeLine], Field(max_length=100)] | None = Field(
+        None, description="Omit to route every waiting line with the chooser."
+    )
+
+
+class CancelIn(_Body):
+    reason: Note | None = None
+
+
+class EmptyIn(_Body):
+    pass
+
+
+class DecisionIn(_Body):
+    outcome: Outcome
+    action: Literal["authorize", "reject"] | None = Field(
+        None, description="For a return pending review; default: authorize if legitimate, else reject."
+    )
+    fraud_type: Annotated[str, Field(max_length=64, pattern=TEXT_PATTERN)] | None = None
+    note: Note | None = None
+
+
+class ReasonOut(BaseModel):
+    code: str
+    message: str
+    severity: str
+
+
+class ReturnLineOut(BaseModel):
+    line_no: int
+    order_line_no: int | None
+    sku: str
+    quantity: int
+    reason: str
+    received_quantity: int | None
+    condition: str | None
+    disposition: str | None
+    refund_amount: Decimal | None
+    replacement_sku: str | None
+
+
+class EventOut(BaseModel):
+    seq: int
+    at: dt.datetime
+    actor: str
+    kind: str
+    from_status: str | None
+    to_status: str | None
+    payload: dict[str, Any]
+
+
+class AllocationOut(BaseModel):
+    payment_id: str | None
+    method: str
+    amount: Decimal
+
+
+class RefundOut(BaseModel):
+    refund_id: str
+    created_at: dt.datetime
+    method: str
+    merchandise_amount: Decimal
+    shipping_amount: Decimal
+    restocking_fee: Decimal
+    amount: Decimal
+    allocations: list[AllocationOut]
+
+
+class ExchangeOut(BaseModel):
+    line_no: int
+    replacement_sku: str
+    even: bool
+    price_difference: Decimal
+
+
+class ReturnSummary(BaseModel):
+    return_id: str
+    rma_number: str | None
+    order_id: str | None
+    customer_id: str | None
+    channel: str
+    location_id: str | None
+    status: str
+    requested_at: dt.datetime
+    received_at: dt.datetime | None
+    decision: str | None
+
+
+class ReturnOut(ReturnSummary):
+    employee_id: str | None
+    refund_method: str | None
+    version: int
+    reasons: list[ReasonOut]
+    lines: list[ReturnLineOut]
+    refunds: list[RefundOut]
+    exchanges: list[ExchangeOut]
+    timeline: list[EventOut]
+
+
+class ReviewOut(BaseModel):
+    return_id: str
+    outcome: str
+    reviewer: str | None
+    reviewed_at: dt.datetime
+    status: str
+
+
+class LimboOut(BaseModel):
+    return_id: str
+    line_no: int
+    location_id: str
+    sku: str
+    quantity: int
+    received_at: dt.datetime
+    age_days: float
+
+
+class StockOut(BaseModel):
+    location_id: str
+    sku: str
+    buckets: dict[str, int]
+
+
+class ErrorOut(BaseModel):
+    error: dict[str, str]

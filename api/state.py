@@ -1,0 +1,51 @@
+"""What the API process holds: the engine, the policy, the disposition chooser, the key cache."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from oms.apikeys import Principal, verify
+from oms.disposition import DispositionChooser, StaticChooser
+from oms.policy import Policy
+
+
+class KeyCache:
+    """Verified keys for `ttl` seconds, so the hot path does not hit the database per request.
+
+    A revoked key stops working within `ttl` seconds (60 by default).
+    """
+
+    def __init__(self, ttl: float = 60.0, size: int = 10_000) -> None:
+        self.ttl, self.size = ttl, size
+        self._entries: dict[str, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, engine: Engine, token: str) -> Principal | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(token)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        with Session(engine) as session:
+            principal = verify(session, token)
+        with self._lock:
+            if len(self._entries) >= self.size:
+                self._entries.clear()
+            self._entries[token] = (now, principal)
+        return principal
+
+
+@dataclass
+class AppState:
+    engine: Engine
+    policy: Policy
+    chooser: DispositionChooser = field(default_factory=StaticChooser)
+    keys: KeyCache = field(default_factory=KeyCache)
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))

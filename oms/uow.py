@@ -1,0 +1,37 @@
+"""Units of work: one transaction per command, with concurrency failures turned into `ConflictError`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from oms.lifecycle import ConflictError
+
+# Messages of the errors a losing concurrent writer gets (SQLite busy/snapshot, PostgreSQL
+# serialization failure or deadlock): the change did not happen and can be retried.
+_CONFLICT_MARKERS = (
+    "database is locked",
+    "could not serialize",
+    "deadlock detected",
+    "database table is locked",
+)
+
+
+@contextmanager
+def unit_of_work(engine: Engine) -> Iterator[Session]:
+    """A session inside one transaction: committed on success, rolled back on any error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            with session.begin():
+                yield session
+        except StaleDataError as exc:
+            raise ConflictError("the return was changed by someone else; re-read it and retry") from exc
+        except DBAPIError as exc:
+            if any(marker in str(exc.orig).lower() for marker in _CONFLICT_MARKERS):
+                raise ConflictError("a concurrent change won; re-read the return and retry") from exc
+            raise

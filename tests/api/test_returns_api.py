@@ -1,0 +1,176 @@
+"""The lifecycle over real HTTP: contract, errors, idempotency, concurrency, auth on every endpoint."""
+
+from __future__ import annotations
+
+import re
+import threading
+from decimal import Decimal
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from api.auth import SCOPE_EXTENSION, required_scope
+from oms.tables import Return
+from oms.uow import unit_of_work
+from tests.api.conftest import Api
+
+WEB_RETURN = {
+    "channel": "mail",
+    "order_id": "W-1001",
+    "location_id": "W1",
+    "lines": [{"order_line_no": 2, "quantity": 1, "reason": "doesnt_fit"}],
+}
+
+
+def _count_returns(api: Api) -> int:
+    with unit_of_work(api.engine) as session:
+        return session.execute(select(func.count()).select_from(Return)).scalar_one()
+
+
+def test_full_lifecycle_over_http(api: Api) -> None:
+    created = api.client.post("/v1/returns", json=WEB_RETURN, headers=api.headers("till"))
+    assert created.status_code == 201, created.text
+    body = created.json()
+    return_id = body["return_id"]
+    assert body["status"] == "authorized" and body["rma_number"].startswith("RMA-")
+    steps = [
+        ("receive", {}),
+        ("inspect", {"lines": [{"line_no": 1, "condition": "new"}]}),
+        ("dispose", {}),
+        ("refund", {}),
+    ]
+    for step, payload in steps:
+        response = api.client.post(
+            f"/v1/returns/{return_id}/{step}", json=payload, headers=api.headers("till")
+        )
+        assert response.status_code == 200, (step, response.text)
+    final = api.client.get(f"/v1/returns/{return_id}", headers=api.headers("returns:read")).json()
+    assert final["status"] == "completed"
+    assert final["lines"][0]["disposition"] == "restock"
+    assert Decimal(final["refunds"][0]["amount"]) == Decimal("20.00")
+    assert [a["payment_id"] for a in final["refunds"][0]["allocations"]] == ["W-1001-GC"]
+    assert [e["kind"] for e in final["timeline"]][-1] == "complete"
+    found = api.client.get(
+        "/v1/returns", params={"rma_number": body["rma_number"]}, headers=api.headers("returns:read")
+    ).json()
+    assert [r["return_id"] for r in found] == [return_id]
+    by_order = api.client.get(
+        "/v1/returns", params={"order_id": "W-1001"}, headers=api.headers("returns:read")
+    ).json()
+    assert return_id in [r["return_id"] for r in by_order]
+
+
+def test_domain_errors_map_to_status_codes(api: Api) -> None:
+    missing = api.client.get("/v1/returns/NOPE", headers=api.headers("returns:read"))
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    bad = api.client.post("/v1/returns", json={**WEB_RETURN, "order_id": "NOPE"}, headers=api.headers("till"))
+    assert bad.status_code == 422 and "order 'NOPE' does not exist" in bad.json()["error"]["message"]
+    invalid = api.client.post(
+        "/v1/returns", json={"channel": "mail", "lines": []}, headers=api.headers("till")
+    )
+    assert invalid.status_code == 422 and invalid.json()["error"]["message"].startswith("body.lines")
+    created = api.client.post("/v1/returns", json=WEB_RETURN, headers=api.headers("till")).json()
+    illegal = api.client.post(
+        f"/v1/returns/{created['return_id']}/refund", json={}, headers=api.headers("till")
+    )
+    assert illegal.status_code == 409 and illegal.json()["error"]["code"] == "illegal_transition"
+
+
+def test_idempotency_key_replays_without_a_second_effect(api: Api) -> None:
+    headers = api.headers("till", **{"Idempotency-Key": "till-7-txn-1"})
+    first = api.client.post("/v1/returns", json=WEB_RETURN, headers=headers)
+    again = api.client.post("/v1/returns", json=WEB_RETURN, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    assert _count_returns(api) == 1
+    other = api.client.post("/v1/returns", json={**WEB_RETURN, "channel": "store"}, headers=headers)
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+    return_id = first.json()["return_id"]
+    receive = api.headers("till", **{"Idempotency-Key": "receive-1"})
+    assert api.client.post(f"/v1/returns/{return_id}/receive", json={}, headers=receive).status_code == 200
+    assert (
+        api.client.post(f"/v1/returns/{return_id}/receive", json={}, headers=receive).status_code == 200
+    )  # replayed, not 409
+
+
+def test_concurrent_requests_with_one_idempotency_key_have_one_effect(api: Api) -> None:
+    headers = api.headers("till", **{"Idempotency-Key": "burst"})
+    results: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def call() -> None:
+        with httpx.Client(base_url=api.url, timeout=30) as client:
+            barrier.wait()
+            results.append(client.post("/v1/returns", json=WEB_RETURN, headers=headers).status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert _count_returns(api) == 1
+    assert all(code in (201, 409) for code in results) and results.count(201) >= 1
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_conflicting_concurrent_transitions_exactly_one_wins(api: Api, attempt: int) -> None:
+    created = api.client.post("/v1/returns", json=WEB_RETURN, headers=api.headers("till")).json()
+    return_id = created["return_id"]
+    barrier = threading.Barrier(2)
+    results: dict[str, int] = {}
+
+    def call(step: str) -> None:
+        with httpx.Client(base_url=api.url, timeout=30) as client:
+            barrier.wait()
+            results[step] = client.post(
+                f"/v1/returns/{return_id}/{step}", json={}, headers=api.headers("till")
+            ).status_code
+
+    threads = [threading.Thread(target=call, args=(step,)) for step in ("receive", "cancel")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results.values()) == [200, 409], results
+    final = api.client.get(f"/v1/returns/{return_id}", headers=api.headers("returns:read")).json()
+    winner = "receive" if results["receive"] == 200 else "cancel"
+    assert final["status"] == {"receive": "received", "cancel": "cancelled"}[winner]
+    assert [e["kind"] for e in final["timeline"]] == ["requested", "authorize", winner]
+
+
+def _operations(api: Api) -> list[tuple[str, str, str]]:
+    schema = api.client.get("/openapi.json").json()
+    found = []
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            concrete = re.sub(r"\{[^}]+\}", "X1", path)
+            found.append((method.upper(), concrete, operation[SCOPE_EXTENSION]))
+    return found
+
+
+def test_every_endpoint_needs_a_key_and_its_scope(api: Api) -> None:
+    operations = _operations(api)
+    assert len(operations) >= 12
+    lacking = {"returns:read": "review", "returns:write": "returns:read", "review": "returns:write"}
+    for method, path, scope in operations:
+        assert required_scope(method, path) == scope, (method, path)
+        anonymous = api.client.request(method, path, json={})
+        assert anonymous.status_code == 401, (method, path)
+        wrong_key = api.client.request(
+            method, path, json={}, headers={"Authorization": "Bearer rk_nope.nope"}
+        )
+        assert wrong_key.status_code == 401, (method, path)
+        forbidden = api.client.request(method, path, json={}, headers=api.headers(lacking[scope]))
+        assert forbidden.status_code == 403, (method, path, forbidden.text)
+        allowed = api.client.request(method, path, json={}, headers=api.headers("admin"))
+        assert allowed.status_code not in (401, 403), (method, path)
+
+
+def test_openapi_documents_examples_and_security(api: Api) -> None:
+    schema = api.client.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    create = schema["components"]["schemas"]["ReturnCreate"]
+    assert create["examples"][0]["channel"] == "store"
+    docs = api.client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
