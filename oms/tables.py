@@ -440,6 +440,21 @@ class IdempotencyKey(Base):
     created_at: Mapped[dt.datetime]
 
 
+class ProductStats(Base):
+    """Daily snapshots of units sold and returned per sku, style and category (cumulative, as of 00:00
+    UTC of `day`), written by the feature pipeline so that serving reads one row per product."""
+
+    __tablename__ = "product_stats"
+
+    level: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(primary_key=True)
+    day: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # days since 1970-01-01
+    sold_units: Mapped[int] = mapped_column(BigInteger)
+    returned_units: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (one_of("level", ("sku", "style", "category")),)
+
+
 class ApiKey(Base):
     """An API key: only a hash of the secret is kept; the key id is the public prefix."""
 

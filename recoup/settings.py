@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     webhook_secret: str = Field("", description="HMAC-SHA256 secret signing webhook deliveries.")
     api_host: str = Field("127.0.0.1", description="Where `recoup serve` listens.")
     api_port: int = Field(8000, description="Port of `recoup serve`.")
+    pipeline_start: str = Field(
+        "2024-01-01", description="First month of the Dagster monthly partitions (YYYY-MM-DD)."
+    )
     import_chunk_rows: int = Field(100_000, gt=0, description="Rows per chunk when importing files.")
 
     @model_validator(mode="after")

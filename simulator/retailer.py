@@ -424,12 +424,17 @@ class _Retailer:
         true_size = np.clip(np.round(rng.normal(0.5, 0.2, n) * 6), 0, 6).astype(int)
         device = _ids("D", n, 7)
         card = _ids("fp", n, 7)
+        # full UK-style postcodes ("LS12 3AB"): a handful of households each, so shared ones mean something
+        letters = np.array(list("ABDEFGHJLNPQRSTUWXYZ"))
         postcode = np.char.add(
             np.char.add(
                 np.array(["LS", "M", "B", "BS", "NE", "CF", "G", "EH"])[rng.integers(0, 8, n)],
                 rng.integers(1, 30, n).astype(str),
             ),
-            np.char.add(" ", np.char.add(rng.integers(1, 10, n).astype(str), "AB")),
+            np.char.add(
+                np.char.add(" ", rng.integers(1, 10, n).astype(str)),
+                np.char.add(letters[rng.integers(0, 20, n)], letters[rng.integers(0, 20, n)]),
+            ),
         ).astype(object)
         # rings: groups of 3-8 accounts sharing a card, a device and/or a delivery address
         ring_members = np.flatnonzero(segment == SEGMENTS.index("ring"))

@@ -1,0 +1,192 @@
+"""Online equals offline for every feature, and later events never change earlier features."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, insert
+
+from features.catalogue import FRAUD_FEATURES_V1
+from features.offline import fraud_features, recompute_before, write_product_snapshots
+from features.online import OnlineRequest, RequestLine, online_features
+from oms.frames import load_frame
+from oms.importer import import_directory
+from oms.tables import FraudReview, Order, OrderLine, Payment, Return, ReturnLine
+from simulator.retailer import SimulationConfig, simulate
+
+SAMPLE = 500
+
+
+@pytest.fixture(scope="module")
+def retailer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("parity") / "retailer"
+    simulate(SimulationConfig(customers=4_000, months=10, seed=11), out)
+    return out
+
+
+@pytest.fixture
+def loaded(engine: Engine, retailer: Path) -> Engine:
+    import_directory(retailer, engine)
+    write_product_snapshots(engine)
+    return engine
+
+
+def _request(row, lines: pd.DataFrame) -> OnlineRequest:
+    def value(v):
+        return None if pd.isna(v) else v
+
+    return OnlineRequest(
+        t=row.requested_at.to_pydatetime(),
+        channel=row.channel,
+        order_id=value(row.order_id),
+        customer_id=value(row.customer_id),
+        location_id=value(row.location_id),
+        employee_id=value(row.employee_id),
+        refund_method=value(row.refund_method),
+        lines=tuple(
+            RequestLine(
+                quantity=int(line.quantity),
+                reason=line.reason,
+                order_line_no=None if pd.isna(line.order_line_no) else int(line.order_line_no),
+                sku=line.sku,
+            )
+            for line in lines.itertuples()
+        ),
+    )
+
+
+def _same(a: float, b: float, integral: bool) -> bool:
+    if np.isnan(a) or np.isnan(b):
+        return np.isnan(a) and np.isnan(b)
+    return a == b if integral else abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
+def test_online_equals_offline_for_every_feature(loaded: Engine) -> None:
+    offline = fraud_features(loaded).set_index("return_id")
+    returns = load_frame(loaded, "returns").set_index("return_id")
+    lines = load_frame(loaded, "return_lines").sort_values(["return_id", "line_no"])
+    by_return = dict(tuple(lines.groupby("return_id", sort=False)))
+    sample = offline.sample(SAMPLE, random_state=7).index
+    # the sample spans the history and every kind of return
+    assert returns.loc[sample, "order_id"].isna().sum() > 5
+    assert returns.loc[sample, "channel"].nunique() >= 3
+    mismatches: dict[str, list] = {}
+    with loaded.connect() as connection:
+        for return_id in sample:
+            row = returns.loc[return_id]
+            online = online_features(connection, _request(row, by_return[return_id]))
+            for feature in FRAUD_FEATURES_V1:
+                a, b = offline.at[return_id, feature.name], online[feature.name]
+                if not _same(a, b, feature.is_count):
+                    mismatches.setdefault(feature.name, []).append((return_id, a, b))
+    assert mismatches == {}
+    # and the features are not trivially constant
+    varying = [f.name for f in FRAUD_FEATURES_V1 if offline.loc[sample, f.name].nunique(dropna=True) > 1]
+    assert len(varying) > 0.8 * len(FRAUD_FEATURES_V1)
+
+
+def test_no_feature_sees_its_own_future(loaded: Engine) -> None:
+    offline = fraud_features(loaded).set_index("return_id")
+    ids = list(offline.sample(25, random_state=3).index)
+    recomputed = recompute_before(loaded, ids).set_index("return_id")
+    for feature in FRAUD_FEATURES_V1:
+        a = offline.loc[ids, feature.name].to_numpy(float)
+        b = recomputed.loc[ids, feature.name].to_numpy(float)
+        assert np.allclose(a, b, rtol=1e-9, equal_nan=True), feature.name
+
+
+def test_later_events_and_reviews_do_not_change_earlier_features(loaded: Engine) -> None:
+    before = fraud_features(loaded).set_index("return_id")
+    returns = load_frame(loaded, "returns").sort_values("requested_at")
+    reviews = load_frame(loaded, "fraud_reviews")
+    target = returns[returns["customer_id"].notna() & returns["order_id"].notna()].iloc[len(returns) // 2]
+    t = target["requested_at"].to_pydatetime()
+    later = t + dt.timedelta(hours=1)
+    customer = target["customer_id"]
+    with loaded.begin() as connection:
+        # a later order, a later return and a later fraud decision about an earlier return of the customer
+        connection.execute(
+            insert(Order),
+            [
+                {
+                    "order_id": "LATER-O",
+                    "customer_id": customer,
+                    "channel": "web",
+                    "placed_at": later,
+                    "device_id": "LATER-D",
+                    "shipping_amount": 0,
+                }
+            ],
+        )
+        sku = load_frame(loaded, "products", ["sku"])["sku"].iloc[0]
+        connection.execute(
+            insert(OrderLine),
+            [
+                {
+                    "order_id": "LATER-O",
+                    "line_no": 1,
+                    "sku": sku,
+                    "quantity": 2,
+                    "unit_price": 10,
+                    "discount": 0,
+                }
+            ],
+        )
+        connection.execute(
+            insert(Payment),
+            [
+                {
+                    "payment_id": "LATER-P",
+                    "order_id": "LATER-O",
+                    "method": "card",
+                    "amount": 20,
+                    "card_fingerprint": "LATER-FP",
+                }
+            ],
+        )
+        connection.execute(
+            insert(Return),
+            [
+                {
+                    "return_id": "LATER-R",
+                    "order_id": "LATER-O",
+                    "customer_id": customer,
+                    "channel": "store",
+                    "location_id": target["location_id"],
+                    "requested_at": later,
+                    "status": "requested",
+                    "version": 1,
+                }
+            ],
+        )
+        connection.execute(
+            insert(ReturnLine),
+            [
+                {
+                    "return_id": "LATER-R",
+                    "line_no": 1,
+                    "order_id": "LATER-O",
+                    "order_line_no": 1,
+                    "sku": sku,
+                    "quantity": 1,
+                    "reason": "changed_mind",
+                }
+            ],
+        )
+        earlier = returns[
+            (returns["customer_id"] == customer) & (returns["requested_at"] < target["requested_at"])
+        ]
+        reviewed = earlier.iloc[0]["return_id"] if len(earlier) else target["return_id"]
+        connection.execute(
+            insert(FraudReview),
+            [{"return_id": reviewed, "reviewed_at": later, "outcome": "fraud", "source": "other"}],
+        )
+    after = fraud_features(loaded).set_index("return_id")
+    assert "LATER-R" in after.index
+    unchanged = before.index[before["requested_at"] <= pd.Timestamp(t)]
+    pd.testing.assert_frame_equal(before.loc[unchanged], after.loc[unchanged])
+    assert len(reviews) >= 0
