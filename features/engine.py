@@ -186,9 +186,13 @@ def _max_per_request(req: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 
 def _sizes_per_style(req: np.ndarray, style: np.ndarray, size: np.ndarray) -> dict[tuple[int, object], int]:
     """Distinct sizes of each (request, style) among the order's lines."""
+    if len(req) < 5_000:  # one request (serving): plain Python beats building frames
+        seen: dict[tuple[int, object], set] = {}
+        for q, st, sz in zip(req.tolist(), style, size, strict=True):
+            if sz is not None and sz == sz:
+                seen.setdefault((q, st), set()).add(sz)
+        return {key: len(sizes) for key, sizes in seen.items()}
     present = np.array([s is not None and s == s for s in size], dtype=bool)
-    if not present.any():
-        return {}
     frame = pd.DataFrame(
         {
             "req": req[present],
@@ -196,8 +200,7 @@ def _sizes_per_style(req: np.ndarray, style: np.ndarray, size: np.ndarray) -> di
             "size": np.asarray(size, dtype=object)[present],
         }
     )
-    frame = frame.drop_duplicates()
-    counted = frame.groupby(["req", "style"], sort=False).size()
+    counted = frame.drop_duplicates().groupby(["req", "style"], sort=False).size()
     return dict(zip(counted.index.tolist(), counted.to_numpy().tolist(), strict=True))
 
 

@@ -3,31 +3,27 @@
 The request is not stored yet. Only rows of its order, customer, the customer's cards/devices/postcodes
 (and the accounts sharing them), its store and employee are read, plus one snapshot row per product
 level; the numbers then go through the same `features.engine` functions as the offline batch.
+
+This is the scoring hot path, so it talks to the driver directly (no ORM, no SQL compilation per
+request) in two rounds of queries; on PostgreSQL each round is sent as one pipeline (one network round
+trip for all its statements), and psycopg prepares the statements after a few uses.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, and_, func, select, tuple_
+from sqlalchemy import Connection
 
 from features import engine
 from features.catalogue import DAY_US, FRAUD_FEATURES_V1, Feature
 from features.engine import Arrays, History, Requests
 from features.sources import CUSTOMER_HISTORY_DAYS, order_events, return_events, review_events
-from oms.tables import (
-    Customer,
-    FraudReview,
-    Order,
-    OrderLine,
-    Payment,
-    Product,
-    ProductStats,
-    Return,
-    ReturnLine,
-)
+from oms.types import SQLITE_DATETIME_FORMAT
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -52,28 +48,162 @@ class OnlineRequest:
     refund_method: str | None = "original_tender"
 
 
-def micros(moment: dt.datetime | None) -> float:
-    if moment is None:
+# --- SQL (named :params; translated for psycopg) ----------------------------------------------------
+
+CUSTOMER = "COALESCE(:customer_id, (SELECT customer_id FROM orders WHERE order_id = :order_id))"
+
+ORDER_LINES = """
+SELECT o.placed_at, o.channel, l.line_no, l.sku, l.quantity, l.unit_price, l.discount, l.promotion_id
+FROM orders o JOIN order_lines l ON l.order_id = o.order_id
+WHERE o.order_id = :order_id ORDER BY l.line_no"""
+
+PAYMENTS = "SELECT method, amount FROM payments WHERE order_id = :order_id"
+
+CUSTOMER_ROW = f"SELECT customer_id, created_at FROM customers WHERE customer_id = {CUSTOMER}"
+
+CUSTOMER_ORDERS = f"""
+SELECT o.order_id, o.customer_id, o.placed_at, l.quantity, l.unit_price, l.discount
+FROM orders o JOIN order_lines l ON l.order_id = o.order_id
+WHERE o.customer_id = {CUSTOMER} AND o.placed_at >= :since AND o.placed_at < :t
+ORDER BY o.placed_at, o.order_id, l.line_no"""
+
+CUSTOMER_RETURNS = f"""
+SELECT r.return_id, r.customer_id, r.location_id, r.requested_at, rl.order_id, rl.quantity, rl.reason,
+       ol.quantity, ol.unit_price, ol.discount, p.list_price
+FROM returns r
+JOIN return_lines rl ON rl.return_id = r.return_id
+JOIN products p ON p.sku = rl.sku
+LEFT JOIN order_lines ol ON ol.order_id = rl.order_id AND ol.line_no = rl.order_line_no
+WHERE r.customer_id = {CUSTOMER} AND r.requested_at < :t
+ORDER BY r.requested_at, r.return_id, rl.line_no"""
+
+# first uses (before t) of the customer's devices, postcodes and cards, by every account using them;
+# then the fraud reviews (before t) of the customer and of those accounts
+_MINE = f"""
+WITH me AS (SELECT {CUSTOMER} AS id),
+mine AS (
+    SELECT 'device' AS kind, o.device_id AS value FROM orders o, me WHERE o.customer_id = me.id AND o.placed_at < :t AND o.device_id IS NOT NULL
+    UNION SELECT 'postcode', o.ship_postcode FROM orders o, me WHERE o.customer_id = me.id AND o.placed_at < :t AND o.ship_postcode IS NOT NULL
+    UNION SELECT 'card', p.card_fingerprint FROM payments p JOIN orders o ON o.order_id = p.order_id, me
+          WHERE o.customer_id = me.id AND o.placed_at < :t AND p.card_fingerprint IS NOT NULL
+),
+uses AS (
+    SELECT o.customer_id, m.kind, m.value, MIN(o.placed_at) AS first_at
+    FROM mine m JOIN orders o ON m.kind = 'device' AND o.device_id = m.value
+    WHERE o.placed_at < :t AND o.customer_id IS NOT NULL
+    GROUP BY o.customer_id, m.kind, m.value
+    UNION ALL
+    SELECT o.customer_id, m.kind, m.value, MIN(o.placed_at)
+    FROM mine m JOIN orders o ON m.kind = 'postcode' AND o.ship_postcode = m.value
+    WHERE o.placed_at < :t AND o.customer_id IS NOT NULL
+    GROUP BY o.customer_id, m.kind, m.value
+    UNION ALL
+    SELECT o.customer_id, m.kind, m.value, MIN(o.placed_at)
+    FROM mine m JOIN payments p ON m.kind = 'card' AND p.card_fingerprint = m.value JOIN orders o ON o.order_id = p.order_id
+    WHERE o.placed_at < :t AND o.customer_id IS NOT NULL
+    GROUP BY o.customer_id, m.kind, m.value
+)"""
+
+LINKS_AND_REVIEWS = f"""{_MINE}
+SELECT 'use', customer_id, kind, value, first_at, NULL FROM uses
+UNION ALL
+SELECT 'review', r.customer_id, NULL, NULL, f.reviewed_at, f.outcome
+FROM fraud_reviews f JOIN returns r ON r.return_id = f.return_id
+WHERE f.reviewed_at < :t AND r.customer_id IN (SELECT customer_id FROM uses UNION SELECT id FROM me)"""
+
+STORE_AND_EMPLOYEE = """
+SELECT
+  (SELECT COUNT(*) FROM returns WHERE location_id = :location_id AND requested_at >= :since30 AND requested_at < :t),
+  (SELECT COUNT(*) FROM returns WHERE location_id = :location_id AND requested_at >= :since30 AND requested_at < :t AND order_id IS NULL),
+  (SELECT COUNT(*) FROM orders WHERE location_id = :location_id AND placed_at >= :since30 AND placed_at < :t),
+  (SELECT COUNT(*) FROM returns WHERE employee_id = :employee_id AND requested_at >= :since30 AND requested_at < :t),
+  (SELECT COUNT(*) FROM returns WHERE employee_id = :employee_id AND requested_at >= :since30 AND requested_at < :t AND order_id IS NULL),
+  (SELECT COUNT(*) FROM returns WHERE employee_id = :employee_id AND requested_at >= :since30 AND requested_at < :t AND refund_method = 'cash')"""
+
+PRODUCTS = (
+    "SELECT sku, style_id, category, size, list_price, return_window_days FROM products WHERE sku IN ({skus})"
+)
+
+PRODUCT_STATS = """
+SELECT s.level, s.key, s.sold_units, s.returned_units
+FROM product_stats s JOIN (
+    SELECT level, key, MAX(day) AS day FROM product_stats
+    WHERE day <= :day AND (
+        (level = 'sku' AND key IN ({skus}))
+        OR (level = 'style' AND key IN (SELECT style_id FROM products WHERE sku IN ({skus})))
+        OR (level = 'category' AND key IN (SELECT category FROM products WHERE sku IN ({skus}))))
+    GROUP BY level, key
+) latest ON latest.level = s.level AND latest.key = s.key AND latest.day = s.day"""
+
+_NAMED = re.compile(r"(?<!:):([a-z_0-9]+)")
+
+
+class _Driver:
+    """Runs named-parameter SQL on the connection's DB-API driver (sqlite3 or psycopg 3)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.raw = connection.connection.driver_connection
+        self.postgres = connection.dialect.name == "postgresql"
+
+    def time(self, moment: dt.datetime) -> Any:
+        moment = moment.astimezone(dt.UTC)
+        return moment if self.postgres else moment.replace(tzinfo=None).strftime(SQLITE_DATETIME_FORMAT)
+
+    def sql(self, text: str, skus: int = 0) -> str:
+        if self.postgres:
+            text = text.replace("({skus})", "(SELECT unnest(%(skus)s::text[]))")
+            return _NAMED.sub(lambda m: f"%({m.group(1)})s", text)
+        return text.replace("{skus}", ", ".join(f":sku{i}" for i in range(skus)))
+
+    def sku_params(self, skus: list[str]) -> dict[str, Any]:
+        return {"skus": skus} if self.postgres else {f"sku{i}": sku for i, sku in enumerate(skus)}
+
+    def run(self, statements: list[tuple[str, dict[str, Any]]]) -> list[list[tuple]]:
+        """Execute statements and fetch all their rows; on PostgreSQL in one pipeline."""
+        if not self.postgres:
+            cursor = self.raw.cursor()
+            results = []
+            for sql, params in statements:
+                results.append(cursor.execute(sql, params).fetchall())
+            return results
+        cursors = [self.raw.cursor() for _ in statements]
+        with self.raw.pipeline():
+            for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                cursor.execute(sql, params)
+        results = [cursor.fetchall() for cursor in cursors]
+        for cursor in cursors:
+            cursor.close()
+        return results
+
+
+def _micros(value: Any) -> float:
+    if value is None:
         return np.nan
-    return float((moment.astimezone(dt.UTC) - EPOCH) // dt.timedelta(microseconds=1))
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return float((value - EPOCH) // dt.timedelta(microseconds=1))
 
 
-def _time(micro: int) -> dt.datetime:
-    return EPOCH + dt.timedelta(microseconds=int(micro))
+def _number(value: Any) -> float:
+    if value is None:
+        return np.nan
+    return float(value)
 
 
-def _arrays(
-    rows: list, columns: list[str], times: tuple[str, ...] = (), numbers: tuple[str, ...] = ()
+def _columns(
+    rows: list[tuple], names: list[str], times: tuple[str, ...] = (), numbers: tuple[str, ...] = ()
 ) -> Arrays:
     out: Arrays = {}
-    for position, column in enumerate(columns):
+    for position, name in enumerate(names):
         values = [row[position] for row in rows]
-        if column in times:
-            out[column] = np.array([int(micros(v)) for v in values], dtype=np.int64)
-        elif column in numbers:
-            out[column] = np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+        if name in times:
+            out[name] = np.array([int(_micros(v)) for v in values], dtype=np.int64)
+        elif name in numbers:
+            out[name] = np.array([_number(v) for v in values], dtype=float)
         else:
-            out[column] = np.array(values, dtype=object)
+            out[name] = np.array(values, dtype=object)
     return out
 
 
@@ -86,69 +216,61 @@ def online_features(
 
 
 def gather(connection: Connection, request: OnlineRequest) -> tuple[Requests, History]:
-    t_us = int(micros(request.t))
+    """Read everything one request's features need, in two rounds of queries."""
+    db = _Driver(connection)
     t = request.t.astimezone(dt.UTC)
-    order = None
-    customer_id = request.customer_id
-    order_rows: list = []
-    payment_rows: list = []
-    if request.order_id is not None:
-        order = connection.execute(
-            select(Order.placed_at, Order.channel, Order.customer_id).where(
-                Order.order_id == request.order_id
-            )
-        ).first()
-        customer_id = customer_id or (order.customer_id if order else None)
-        order_rows = connection.execute(
-            select(
-                OrderLine.line_no,
-                OrderLine.sku,
-                OrderLine.quantity,
-                OrderLine.unit_price,
-                OrderLine.discount,
-                OrderLine.promotion_id,
-                Product.style_id,
-                Product.size,
-            )
-            .join(Product, Product.sku == OrderLine.sku)
-            .where(OrderLine.order_id == request.order_id)
-            .order_by(OrderLine.line_no)
-        ).all()
-        payment_rows = connection.execute(
-            select(Payment.method, Payment.amount).where(Payment.order_id == request.order_id)
-        ).all()
-    by_line = {row.line_no: row for row in order_rows}
+    t_us = int(_micros(t))
+    params = {
+        "order_id": request.order_id,
+        "customer_id": request.customer_id,
+        "t": db.time(t),
+        "since": db.time(t - dt.timedelta(microseconds=CUSTOMER_HISTORY_DAYS * DAY_US)),
+        "since30": db.time(t - dt.timedelta(days=30)),
+        "location_id": request.location_id,
+        "employee_id": request.employee_id,
+    }
+
+    def only(*names: str) -> dict[str, Any]:
+        return {name: params[name] for name in names}
+
+    order_rows, payment_rows, customer_rows, cust_order_rows, cust_return_rows, link_rows, counts = db.run(
+        [
+            (db.sql(ORDER_LINES), only("order_id")),
+            (db.sql(PAYMENTS), only("order_id")),
+            (db.sql(CUSTOMER_ROW), only("customer_id", "order_id")),
+            (db.sql(CUSTOMER_ORDERS), only("customer_id", "order_id", "since", "t")),
+            (db.sql(CUSTOMER_RETURNS), only("customer_id", "order_id", "t")),
+            (db.sql(LINKS_AND_REVIEWS), only("customer_id", "order_id", "t")),
+            (db.sql(STORE_AND_EMPLOYEE), only("location_id", "employee_id", "since30", "t")),
+        ]
+    )
+    by_line = {row[2]: row for row in order_rows}
     skus = [
-        by_line[line.order_line_no].sku
-        if line.order_line_no is not None and line.order_line_no in by_line
-        else line.sku
+        by_line[line.order_line_no][3] if line.order_line_no in by_line else line.sku
         for line in request.lines
     ]
-    products = {
-        row.sku: row
-        for row in connection.execute(
-            select(
-                Product.sku,
-                Product.style_id,
-                Product.category,
-                Product.size,
-                Product.list_price,
-                Product.return_window_days,
-            ).where(Product.sku.in_(set(skus)))
-        ).all()
-    }
-    created = None
-    if customer_id is not None:
-        created = connection.execute(
-            select(Customer.created_at).where(Customer.customer_id == customer_id)
-        ).scalar_one_or_none()
+    wanted = sorted({sku for sku in skus if sku is not None})
+    product_rows, stat_rows = (
+        db.run(
+            [
+                (db.sql(PRODUCTS, len(wanted)), db.sku_params(wanted)),
+                (db.sql(PRODUCT_STATS, len(wanted)), {"day": t_us // DAY_US, **db.sku_params(wanted)}),
+            ]
+        )
+        if wanted
+        else ([], [])
+    )
+    products = {row[0]: row for row in product_rows}
+    customer_id, created = (customer_rows[0][0], customer_rows[0][1]) if customer_rows else (None, None)
+    placed, channel = (order_rows[0][0], order_rows[0][1]) if order_rows else (None, None)
+
     header = {
         "t": np.array([t_us], dtype=np.int64),
         "customer_id": np.array([customer_id], dtype=object),
-        "customer_created": np.array([micros(created)], dtype=float),
-        "order_id": np.array([request.order_id], dtype=object),
-        "order_placed": np.array([micros(order.placed_at) if order else np.nan]),
-        "order_channel": np.array([order.channel if order else None], dtype=object),
+        "customer_created": np.array([_micros(created)]),
+        "order_id": np.array([request.order_id if order_rows else None], dtype=object),
+        "order_placed": np.array([_micros(placed)]),
+        "order_channel": np.array([channel], dtype=object),
         "channel": np.array([request.channel], dtype=object),
         "location_id": np.array([request.location_id], dtype=object),
         "employee_id": np.array([request.employee_id], dtype=object),
@@ -158,257 +280,125 @@ def gather(connection: Connection, request: OnlineRequest) -> tuple[Requests, Hi
     for line, sku in zip(request.lines, skus, strict=True):
         ordered = by_line.get(line.order_line_no) if line.order_line_no is not None else None
         if ordered is not None:
-            unit_paid.append(
-                (float(ordered.unit_price) * ordered.quantity - float(ordered.discount)) / ordered.quantity
-            )
-            promo.append(float(ordered.promotion_id is not None))
+            unit_paid.append((_number(ordered[5]) * ordered[4] - _number(ordered[6])) / ordered[4])
+            promo.append(float(ordered[7] is not None))
         else:
-            unit_paid.append(float(products[sku].list_price) if sku in products else np.nan)
+            unit_paid.append(_number(products[sku][4]) if sku in products else np.nan)
             promo.append(0.0)
+
+    def attribute(position: int) -> np.ndarray:
+        return np.array([products[s][position] if s in products else None for s in skus], dtype=object)
+
     lines = {
         "req": np.zeros(len(request.lines), dtype=np.int64),
         "sku": np.array(skus, dtype=object),
-        "style_id": np.array([products[s].style_id if s in products else None for s in skus], dtype=object),
-        "category": np.array([products[s].category if s in products else None for s in skus], dtype=object),
-        "size": np.array([products[s].size if s in products else None for s in skus], dtype=object),
-        "quantity": np.array([line.quantity for line in request.lines], dtype=float),
+        "style_id": attribute(1),
+        "category": attribute(2),
+        "size": attribute(3),
+        "quantity": np.array([float(line.quantity) for line in request.lines]),
         "reason": np.array([line.reason for line in request.lines], dtype=object),
         "unit_paid": np.array(unit_paid, dtype=float),
         "promo": np.array(promo, dtype=float),
-        "window_days": np.array(
-            [float(products[s].return_window_days) if s in products else np.nan for s in skus]
-        ),
+        "window_days": np.array([float(products[s][5]) if s in products else np.nan for s in skus]),
     }
+    order_products = {row[3] for row in order_rows} - set(products)
+    if order_products:  # sizes and styles of the order's other lines (for bracketing)
+        (extra,) = db.run([(db.sql(PRODUCTS, len(order_products)), db.sku_params(sorted(order_products)))])
+        products.update({row[0]: row for row in extra})
     order_lines = {
         "req": np.zeros(len(order_rows), dtype=np.int64),
-        "style_id": np.array([r.style_id for r in order_rows], dtype=object),
-        "size": np.array([r.size for r in order_rows], dtype=object),
-        "quantity": np.array([float(r.quantity) for r in order_rows]),
-        "value": np.array([float(r.quantity) * float(r.unit_price) - float(r.discount) for r in order_rows]),
+        "style_id": np.array(
+            [products[r[3]][1] if r[3] in products else None for r in order_rows], dtype=object
+        ),
+        "size": np.array([products[r[3]][3] if r[3] in products else None for r in order_rows], dtype=object),
+        "quantity": np.array([float(r[4]) for r in order_rows]),
+        "value": np.array([float(r[4]) * _number(r[5]) - _number(r[6]) for r in order_rows]),
     }
     payments = {
         "req": np.zeros(len(payment_rows), dtype=np.int64),
-        "method": np.array([r.method for r in payment_rows], dtype=object),
-        "amount": np.array([float(r.amount) for r in payment_rows]),
+        "method": np.array([r[0] for r in payment_rows], dtype=object),
+        "amount": np.array([_number(r[1]) for r in payment_rows]),
     }
-    requests = Requests(header, lines, order_lines, payments)
+    uses = [row for row in link_rows if row[0] == "use"]
+    reviews = [row for row in link_rows if row[0] == "review"]
+    returns_, receiptless, placed_30, emp_returns, emp_receiptless, emp_cash = counts[0]
     history = History(
-        orders=_customer_orders(connection, customer_id, t, t_us),
-        returns=_customer_returns(connection, customer_id, t),
-        reviews={"customer_id": np.zeros(0, object), "t": np.zeros(0, np.int64), "bad": np.zeros(0)},
-        links={
-            "customer_id": np.zeros(0, object),
-            "kind": np.zeros(0, object),
-            "value": np.zeros(0, object),
-            "t": np.zeros(0, np.int64),
-        },
-        store=_store(connection, request.location_id, t),
-        employee=_employee(connection, request.employee_id, t),
-        product=_product_rates(connection, lines, t_us),
-    )
-    if customer_id is not None:
-        history.links, linked = _links(connection, customer_id, t)
-        history.reviews = _reviews(connection, [customer_id, *linked], t)
-    return requests, history
-
-
-def _customer_orders(connection: Connection, customer_id: str | None, t: dt.datetime, t_us: int) -> Arrays:
-    columns = ["order_id", "customer_id", "t", "quantity", "unit_price", "discount"]
-    rows: list = []
-    if customer_id is not None:
-        since = _time(t_us - CUSTOMER_HISTORY_DAYS * DAY_US)
-        rows = connection.execute(
-            select(
-                Order.order_id,
-                Order.customer_id,
-                Order.placed_at,
-                OrderLine.quantity,
-                OrderLine.unit_price,
-                OrderLine.discount,
+        orders=order_events(
+            _columns(
+                cust_order_rows,
+                ["order_id", "customer_id", "t", "quantity", "unit_price", "discount"],
+                times=("t",),
+                numbers=("quantity", "unit_price", "discount"),
             )
-            .join(OrderLine, OrderLine.order_id == Order.order_id)
-            .where(Order.customer_id == customer_id, Order.placed_at >= since, Order.placed_at < t)
-            .order_by(Order.placed_at, Order.order_id, OrderLine.line_no)
-        ).all()
-    return order_events(_arrays(rows, columns, times=("t",), numbers=("quantity", "unit_price", "discount")))
-
-
-def _customer_returns(connection: Connection, customer_id: str | None, t: dt.datetime) -> Arrays:
-    columns = [
-        "return_id",
-        "customer_id",
-        "location_id",
-        "t",
-        "order_id",
-        "quantity",
-        "reason",
-        "ol_quantity",
-        "ol_unit_price",
-        "ol_discount",
-        "list_price",
-    ]
-    rows: list = []
-    if customer_id is not None:
-        rows = connection.execute(
-            select(
-                Return.return_id,
-                Return.customer_id,
-                Return.location_id,
-                Return.requested_at,
-                ReturnLine.order_id,
-                ReturnLine.quantity,
-                ReturnLine.reason,
-                OrderLine.quantity,
-                OrderLine.unit_price,
-                OrderLine.discount,
-                Product.list_price,
+        ),
+        returns=return_events(
+            _columns(
+                cust_return_rows,
+                [
+                    "return_id",
+                    "customer_id",
+                    "location_id",
+                    "t",
+                    "order_id",
+                    "quantity",
+                    "reason",
+                    "ol_quantity",
+                    "ol_unit_price",
+                    "ol_discount",
+                    "list_price",
+                ],
+                times=("t",),
+                numbers=("quantity", "ol_quantity", "ol_unit_price", "ol_discount", "list_price"),
             )
-            .join(ReturnLine, ReturnLine.return_id == Return.return_id)
-            .join(Product, Product.sku == ReturnLine.sku)
-            .outerjoin(
-                OrderLine,
-                and_(
-                    OrderLine.order_id == ReturnLine.order_id, OrderLine.line_no == ReturnLine.order_line_no
-                ),
-            )
-            .where(Return.customer_id == customer_id, Return.requested_at < t)
-            .order_by(Return.requested_at, Return.return_id, ReturnLine.line_no)
-        ).all()
-    return return_events(
-        _arrays(
-            rows,
-            columns,
-            times=("t",),
-            numbers=("quantity", "ol_quantity", "ol_unit_price", "ol_discount", "list_price"),
-        )
+        ),
+        reviews=review_events(
+            _columns([(r[1], r[4], r[5]) for r in reviews], ["customer_id", "t", "outcome"], times=("t",))
+        ),
+        links=_columns(
+            [(r[1], r[2], r[3], r[4]) for r in uses], ["customer_id", "kind", "value", "t"], times=("t",)
+        ),
+        store=_store(request.location_id, returns_, receiptless, placed_30),
+        employee=_employee(request.employee_id, emp_returns, emp_receiptless, emp_cash),
+        product=_product_rates(lines, stat_rows),
     )
+    return Requests(header, lines, order_lines, payments), history
 
 
-def _reviews(connection: Connection, customers: list[str], t: dt.datetime) -> Arrays:
-    rows = connection.execute(
-        select(Return.customer_id, FraudReview.reviewed_at, FraudReview.outcome)
-        .join(Return, Return.return_id == FraudReview.return_id)
-        .where(Return.customer_id.in_(customers), FraudReview.reviewed_at < t)
-    ).all()
-    return review_events(_arrays(rows, ["customer_id", "t", "outcome"], times=("t",)))
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else np.nan
 
 
-def _links(connection: Connection, customer_id: str, t: dt.datetime) -> tuple[Arrays, list[str]]:
-    """First uses (before t) of every card, device and postcode the customer used before t, by every
-    account that used them: the customer's own rows and the linked accounts' rows."""
-    before = and_(Order.placed_at < t, Order.customer_id.is_not(None))
-    own = and_(before, Order.customer_id == customer_id)
-    rows: list = []
-    for kind, column in (("device", Order.device_id), ("postcode", Order.ship_postcode)):
-        values = select(column).where(own, column.is_not(None))
-        rows.extend(
-            (r[0], kind, r[1], r[2])
-            for r in connection.execute(
-                select(Order.customer_id, column, func.min(Order.placed_at))
-                .where(before, column.in_(values))
-                .group_by(Order.customer_id, column)
-            ).all()
-        )
-    cards = (
-        select(Payment.card_fingerprint)
-        .join(Order, Order.order_id == Payment.order_id)
-        .where(own, Payment.card_fingerprint.is_not(None))
-    )
-    rows.extend(
-        (r[0], "card", r[1], r[2])
-        for r in connection.execute(
-            select(Order.customer_id, Payment.card_fingerprint, func.min(Order.placed_at))
-            .join(Order, Order.order_id == Payment.order_id)
-            .where(before, Payment.card_fingerprint.in_(cards))
-            .group_by(Order.customer_id, Payment.card_fingerprint)
-        ).all()
-    )
-    linked = sorted({row[0] for row in rows} - {customer_id})
-    return _arrays(rows, ["customer_id", "kind", "value", "t"], times=("t",)), linked
-
-
-def _store(connection: Connection, location_id: str | None, t: dt.datetime) -> Arrays:
+def _store(location_id: str | None, returns_: int, receiptless: int, placed: int) -> Arrays:
     if location_id is None:
         return {
-            "store_returns_30d": np.array([np.nan]),
-            "store_receiptless_share_30d": np.array([np.nan]),
-            "store_return_rate_30d": np.array([np.nan]),
+            name: np.array([np.nan])
+            for name in ("store_returns_30d", "store_receiptless_share_30d", "store_return_rate_30d")
         }
-    since = t - dt.timedelta(days=30)
-    returns, receiptless = connection.execute(
-        select(func.count(), func.count(Return.return_id).filter(Return.order_id.is_(None))).where(
-            Return.location_id == location_id, Return.requested_at >= since, Return.requested_at < t
-        )
-    ).one()
-    placed = connection.execute(
-        select(func.count())
-        .select_from(Order)
-        .where(Order.location_id == location_id, Order.placed_at >= since, Order.placed_at < t)
-    ).scalar_one()
     return {
-        "store_returns_30d": np.array([float(returns)]),
-        "store_receiptless_share_30d": np.array([receiptless / returns if returns else np.nan]),
-        "store_return_rate_30d": np.array([returns / placed if placed else np.nan]),
+        "store_returns_30d": np.array([float(returns_)]),
+        "store_receiptless_share_30d": np.array([_share(receiptless, returns_)]),
+        "store_return_rate_30d": np.array([_share(returns_, placed)]),
     }
 
 
-def _employee(connection: Connection, employee_id: str | None, t: dt.datetime) -> Arrays:
+def _employee(employee_id: str | None, returns_: int, receiptless: int, cash: int) -> Arrays:
     if employee_id is None:
         return {
-            "emp_returns_30d": np.array([np.nan]),
-            "emp_receiptless_share_30d": np.array([np.nan]),
-            "emp_cash_share_30d": np.array([np.nan]),
+            name: np.array([np.nan])
+            for name in ("emp_returns_30d", "emp_receiptless_share_30d", "emp_cash_share_30d")
         }
-    since = t - dt.timedelta(days=30)
-    returns, receiptless, cash = connection.execute(
-        select(
-            func.count(),
-            func.count(Return.return_id).filter(Return.order_id.is_(None)),
-            func.count(Return.return_id).filter(Return.refund_method == "cash"),
-        ).where(Return.employee_id == employee_id, Return.requested_at >= since, Return.requested_at < t)
-    ).one()
     return {
-        "emp_returns_30d": np.array([float(returns)]),
-        "emp_receiptless_share_30d": np.array([receiptless / returns if returns else np.nan]),
-        "emp_cash_share_30d": np.array([cash / returns if returns else np.nan]),
+        "emp_returns_30d": np.array([float(returns_)]),
+        "emp_receiptless_share_30d": np.array([_share(receiptless, returns_)]),
+        "emp_cash_share_30d": np.array([_share(cash, returns_)]),
     }
 
 
-def _product_rates(connection: Connection, lines: Arrays, t_us: int) -> Arrays:
+def _product_rates(lines: Arrays, stat_rows: list[tuple]) -> Arrays:
     """Per request line: rates from the latest snapshot rows at or before the request's day."""
-    day = t_us // DAY_US
-    wanted = (
-        {("sku", k) for k in lines["sku"] if k is not None}
-        | {("style", k) for k in lines["style_id"] if k is not None}
-        | {("category", k) for k in lines["category"] if k is not None}
-    )
-    latest = (
-        (
-            select(ProductStats.level, ProductStats.key, func.max(ProductStats.day).label("day"))
-            .where(tuple_(ProductStats.level, ProductStats.key).in_(sorted(wanted)), ProductStats.day <= day)
-            .group_by(ProductStats.level, ProductStats.key)
-            .subquery()
-        )
-        if wanted
-        else None
-    )
-    found: dict[tuple[str, str], tuple[float, float]] = {}
-    if latest is not None:
-        rows = connection.execute(
-            select(
-                ProductStats.level, ProductStats.key, ProductStats.sold_units, ProductStats.returned_units
-            ).join(
-                latest,
-                and_(
-                    ProductStats.level == latest.c.level,
-                    ProductStats.key == latest.c.key,
-                    ProductStats.day == latest.c.day,
-                ),
-            )
-        ).all()
-        found = {(r.level, r.key): (float(r.sold_units), float(r.returned_units)) for r in rows}
+    found = {(row[0], row[1]): (float(row[2]), float(row[3])) for row in stat_rows}
     counts = {}
     for level, column in (("sku", "sku"), ("style", "style_id"), ("category", "category")):
-        pairs = [found.get((level, k), (0.0, 0.0)) for k in lines[column]]
+        pairs = [found.get((level, key), (0.0, 0.0)) for key in lines[column]]
         counts[level] = (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
     return engine.product_rates(counts)

@@ -98,7 +98,9 @@ def _typed(frame: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
             numbers = pd.to_numeric(values)
             frame[name] = numbers.astype("int64") if not numbers.isna().any() else numbers.astype("Int64")
         elif kind == "bool":
-            frame[name] = values.map(lambda v: None if v is None or v != v else v in (True, 1, "t", "true")).astype("boolean")
+            frame[name] = values.map(
+                lambda v: None if v is None or v != v else v in (True, 1, "t", "true")
+            ).astype("boolean")
         else:
             frame[name] = values.astype("string")
     return frame

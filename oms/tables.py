@@ -34,6 +34,8 @@ from oms.types import Money, UTCDateTime
 # Identifiers are opaque: on PostgreSQL they compare bytewise (collation "C"), which also makes their
 # indexes several times cheaper to build and search than under a linguistic collation.
 ID = String(64).with_variant(String(64, collation="C"), "postgresql")
+# Postcodes link accounts (same delivery address): compared like identifiers.
+POSTCODE = String(16).with_variant(String(16, collation="C"), "postgresql")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -119,8 +121,8 @@ class Order(Base):
     location_id: Mapped[str | None] = mapped_column(ForeignKey("locations.location_id"))
     placed_at: Mapped[dt.datetime]
     employee_id: Mapped[str | None]
-    ship_postcode: Mapped[str | None] = mapped_column(String(16))
-    bill_postcode: Mapped[str | None] = mapped_column(String(16))
+    ship_postcode: Mapped[str | None] = mapped_column(POSTCODE)
+    bill_postcode: Mapped[str | None] = mapped_column(POSTCODE)
     device_id: Mapped[str | None]
     currency: Mapped[str | None] = mapped_column(String(3))
     shipping_amount: Mapped[Decimal] = mapped_column(default=Decimal("0.00"), server_default="0")
