@@ -161,8 +161,27 @@ def write_product_snapshots(bind: Engine) -> int:
     with bind.begin() as connection:
         connection.execute(delete(ProductStats))
         if len(rows):
-            connection.execute(ProductStats.__table__.insert(), rows.to_dict("records"))
+            _bulk_insert(connection, "product_stats", rows)
+        connection.exec_driver_sql("ANALYZE product_stats")
     return len(rows)
+
+
+def _bulk_insert(connection: Connection, table: str, rows: pd.DataFrame) -> None:
+    """Append a frame of plain values (COPY on PostgreSQL, executemany on SQLite)."""
+    columns = list(rows.columns)
+    raw = connection.connection.driver_connection
+    if connection.dialect.name == "postgresql":
+        payload = rows.to_csv(index=False, header=False)
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)") as copy,
+        ):
+            copy.write(payload)
+        return
+    values = [tuple(row) for row in rows.astype(object).itertuples(index=False, name=None)]
+    raw.executemany(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})", values
+    )
 
 
 def recompute_before(bind: Engine | Connection, return_ids: list[str]) -> pd.DataFrame:

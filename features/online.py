@@ -53,8 +53,8 @@ class OnlineRequest:
 CUSTOMER = "COALESCE(:customer_id, (SELECT customer_id FROM orders WHERE order_id = :order_id))"
 
 ORDER_LINES = """
-SELECT o.placed_at, o.channel, l.line_no, l.sku, l.quantity, l.unit_price, l.discount, l.promotion_id
-FROM orders o JOIN order_lines l ON l.order_id = o.order_id
+SELECT o.placed_at, o.channel, l.line_no, l.sku, l.quantity, l.unit_price, l.discount, l.promotion_id, p.style_id, p.size
+FROM orders o JOIN order_lines l ON l.order_id = o.order_id JOIN products p ON p.sku = l.sku
 WHERE o.order_id = :order_id ORDER BY l.line_no"""
 
 PAYMENTS = "SELECT method, amount FROM payments WHERE order_id = :order_id"
@@ -124,16 +124,24 @@ PRODUCTS = (
     "SELECT sku, style_id, category, size, list_price, return_window_days FROM products WHERE sku IN ({skus})"
 )
 
-PRODUCT_STATS = """
-SELECT s.level, s.key, s.sold_units, s.returned_units
-FROM product_stats s JOIN (
-    SELECT level, key, MAX(day) AS day FROM product_stats
-    WHERE day <= :day AND (
-        (level = 'sku' AND key IN ({skus}))
-        OR (level = 'style' AND key IN (SELECT style_id FROM products WHERE sku IN ({skus})))
-        OR (level = 'category' AND key IN (SELECT category FROM products WHERE sku IN ({skus}))))
-    GROUP BY level, key
-) latest ON latest.level = s.level AND latest.key = s.key AND latest.day = s.day"""
+# the latest snapshot row at or before the request's day, per sku, style and category of each sku: one
+# primary-key range scan each (an OR over levels would defeat the index)
+_STAT = "SELECT * FROM (SELECT level, key, sold_units, returned_units FROM product_stats WHERE level = '{level}' AND key = {key} AND day <= :day ORDER BY day DESC LIMIT 1) AS s{n}"
+_KEY = {
+    "sku": ":sku{i}",
+    "style": "(SELECT style_id FROM products WHERE sku = :sku{i})",
+    "category": "(SELECT category FROM products WHERE sku = :sku{i})",
+}
+
+
+def product_stats_sql(count: int) -> str:
+    parts = [
+        _STAT.format(level=level, key=_KEY[level].format(i=i), n=f"{level}{i}")
+        for i in range(count)
+        for level in ("sku", "style", "category")
+    ]
+    return " UNION ALL ".join(parts)
+
 
 _NAMED = re.compile(r"(?<!:):([a-z_0-9]+)")
 
@@ -155,8 +163,10 @@ class _Driver:
             return _NAMED.sub(lambda m: f"%({m.group(1)})s", text)
         return text.replace("{skus}", ", ".join(f":sku{i}" for i in range(skus)))
 
-    def sku_params(self, skus: list[str]) -> dict[str, Any]:
-        return {"skus": skus} if self.postgres else {f"sku{i}": sku for i, sku in enumerate(skus)}
+    def sku_params(self, skus: list[str], named: bool = False) -> dict[str, Any]:
+        if self.postgres and not named:
+            return {"skus": skus}
+        return {f"sku{i}": sku for i, sku in enumerate(skus)}
 
     def run(self, statements: list[tuple[str, dict[str, Any]]]) -> list[list[tuple]]:
         """Execute statements and fetch all their rows; on PostgreSQL in one pipeline."""
@@ -254,7 +264,10 @@ def gather(connection: Connection, request: OnlineRequest) -> tuple[Requests, Hi
         db.run(
             [
                 (db.sql(PRODUCTS, len(wanted)), db.sku_params(wanted)),
-                (db.sql(PRODUCT_STATS, len(wanted)), {"day": t_us // DAY_US, **db.sku_params(wanted)}),
+                (
+                    db.sql(product_stats_sql(len(wanted)), len(wanted)),
+                    {"day": t_us // DAY_US, **db.sku_params(wanted, named=True)},
+                ),
             ]
         )
         if wanted
@@ -301,16 +314,10 @@ def gather(connection: Connection, request: OnlineRequest) -> tuple[Requests, Hi
         "promo": np.array(promo, dtype=float),
         "window_days": np.array([float(products[s][5]) if s in products else np.nan for s in skus]),
     }
-    order_products = {row[3] for row in order_rows} - set(products)
-    if order_products:  # sizes and styles of the order's other lines (for bracketing)
-        (extra,) = db.run([(db.sql(PRODUCTS, len(order_products)), db.sku_params(sorted(order_products)))])
-        products.update({row[0]: row for row in extra})
     order_lines = {
         "req": np.zeros(len(order_rows), dtype=np.int64),
-        "style_id": np.array(
-            [products[r[3]][1] if r[3] in products else None for r in order_rows], dtype=object
-        ),
-        "size": np.array([products[r[3]][3] if r[3] in products else None for r in order_rows], dtype=object),
+        "style_id": np.array([r[8] for r in order_rows], dtype=object),
+        "size": np.array([r[9] for r in order_rows], dtype=object),
         "quantity": np.array([float(r[4]) for r in order_rows]),
         "value": np.array([float(r[4]) * _number(r[5]) - _number(r[6]) for r in order_rows]),
     }

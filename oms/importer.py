@@ -39,6 +39,7 @@ from oms.errors import ContractError, Problem
 from oms.tables import metadata
 
 MAX_PROBLEMS = 20
+ANALYZE_AFTER_ROWS = 10_000
 MAX_MONEY_CENTS = 999_999_999_999  # NUMERIC(12,2)
 MAX_COUNT = 2_000_000_000
 KEY_SEPARATOR = "\x1f"
@@ -585,6 +586,10 @@ class _Load:
             self.pool.shutdown(wait=True)
         for item in report.files:
             item.new_rows = self._count(item.table) - before[item.table]
+        # fresh planner statistics: without them PostgreSQL picks scans over the new indexes
+        for item in report.files:
+            if item.new_rows >= ANALYZE_AFTER_ROWS:
+                self.connection.exec_driver_sql(f"ANALYZE {item.table}")
         return report
 
     def _count(self, table: str) -> int:

@@ -1,0 +1,81 @@
+"""Offline feature computation time and peak memory for histories of 1M and 5M order lines.
+
+    python benchmarks/features_offline.py [--sizes 1000000 5000000] [--keep DIR]
+
+Each size: simulate a retailer (18 months), import it into a fresh PostgreSQL database, then compute the
+fraud features of every return and the line features of every returned line in a fresh process.
+Targets on 2 cores: 1M in <= 30 s and <= 3 GiB; 5M in <= 5.5 x the 1M time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import fresh_postgres, in_child, load, simulated_history
+
+
+def worker(url: str) -> None:
+    from features.offline import fraud_features, line_features
+    from oms.db import make_engine
+
+    engine = make_engine(url)
+    started = time.perf_counter()
+    fraud = fraud_features(engine)
+    fraud_seconds = time.perf_counter() - started
+    lines = line_features(engine)
+    total = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "returns": len(fraud),
+                "lines": len(lines),
+                "fraud_s": fraud_seconds,
+                "total_s": total,
+                "peak_mib": peak,
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--keep", type=Path, help="keep simulated data here (reused by later runs)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker)
+        return
+    with tempfile.TemporaryDirectory(prefix="recoup-features-bench-") as scratch:
+        base = args.keep or Path(scratch)
+        results = []
+        for size in args.sizes:
+            data = simulated_history(size, base / f"retailer-{size}")
+            url = fresh_postgres(f"recoup_features_bench_{size}")
+            load(data, url)
+            figures = in_child(__file__, "--worker", url)
+            results.append((size, figures))
+            print(
+                f"{size:>10,} lines: {figures['returns']:,} returns, fraud features {figures['fraud_s']:.1f} s, "
+                f"with line features {figures['total_s']:.1f} s, peak {figures['peak_mib']:,.0f} MiB",
+                flush=True,
+            )
+            fresh_postgres(f"recoup_features_bench_{size}")
+        if len(results) > 1:
+            ratio = results[-1][1]["total_s"] / results[0][1]["total_s"]
+            print(f"time ratio {results[-1][0]:,} / {results[0][0]:,} lines: {ratio:.2f} (target <= 5.5)")
+
+
+if __name__ == "__main__":
+    main()
