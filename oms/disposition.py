@@ -78,6 +78,11 @@ class ReturnedItem:
     unit_price: Decimal
     unit_cost: Decimal | None
     location_id: str | None
+    list_price: Decimal | None = None
+    location_kind: str | None = None
+    days_since_purchase: float | None = None
+    receiptless: bool = False
+    style_return_rate: float | None = None
 
 
 @dataclass(frozen=True)

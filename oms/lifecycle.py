@@ -53,6 +53,7 @@ from oms.tables import (
     OrderLine,
     Payment,
     Product,
+    ProductStats,
     Refund,
     RefundAllocation,
     Return,
@@ -61,6 +62,9 @@ from oms.tables import (
 )
 
 ZERO = Decimal("0.00")
+# pseudo-units of the category rate in a style's smoothed return rate (as features.catalogue, which oms
+# must not import)
+SMOOTHING_UNITS = 20.0
 CENT = Decimal("0.01")
 CLOSED = ("rejected", "cancelled", "expired")
 
@@ -1152,10 +1156,30 @@ class ReturnService:
         product = self.session.get(Product, line.sku)
         assert product is not None and line.condition is not None and line.received_quantity
         price = product.list_price
+        days = None
         if header.order_id is not None and line.order_line_no is not None:
             ordered = self.session.get(OrderLine, (header.order_id, line.order_line_no))
+            order = self.session.get(Order, header.order_id)
             if ordered is not None:
                 price = _paid_per_unit(ordered)
+            if order is not None:
+                days = (header.requested_at - order.placed_at).total_seconds() / 86400
+        location = self.session.get(Location, header.location_id) if header.location_id else None
+        day = int(header.requested_at.timestamp() // 86400)
+        stats = {
+            level: self.session.execute(
+                select(ProductStats.sold_units, ProductStats.returned_units)
+                .where(ProductStats.level == level, ProductStats.key == key, ProductStats.day <= day)
+                .order_by(ProductStats.day.desc())
+                .limit(1)
+            ).first()
+            for level, key in (("style", product.style_id), ("category", product.category))
+        }
+        style_rate = None
+        if stats["category"] is not None and stats["category"][0]:
+            category_rate = stats["category"][1] / stats["category"][0]
+            sold, returned = stats["style"] if stats["style"] is not None else (0, 0)
+            style_rate = (returned + SMOOTHING_UNITS * category_rate) / (sold + SMOOTHING_UNITS)
         return ReturnedItem(
             sku=line.sku,
             category=product.category,
@@ -1166,6 +1190,11 @@ class ReturnService:
             unit_price=price,
             unit_cost=product.unit_cost,
             location_id=header.location_id,
+            list_price=product.list_price,
+            location_kind=location.kind if location is not None else None,
+            days_since_purchase=days,
+            receiptless=header.order_id is None,
+            style_return_rate=style_rate,
         )
 
 

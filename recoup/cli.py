@@ -19,6 +19,10 @@ from recoup.settings import get_settings
 app = typer.Typer(help="Recoup: returns intelligence for omnichannel retailers.", no_args_is_help=True)
 db_app = typer.Typer(help="The state database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+models_app = typer.Typer(
+    help="The model registry (MLflow): versions, champion, rollback.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
 apikey_app = typer.Typer(help="API keys for tills, web shops and tools.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 
@@ -157,6 +161,110 @@ def export(
         written = export_directory(directory, _engine(), fmt=fmt, progress=progress)  # type: ignore[arg-type]
     for table, rows in written.items():
         out.print(f"{table:<14} {rows:>10,} rows")
+
+
+def _mlflow():
+    from models import registry
+
+    settings = get_settings()
+    registry.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
+    return settings
+
+
+@app.command("train")
+def train() -> None:
+    """Train the fraud and recovery models (MLflow runs); each is promoted only if it beats the champion."""
+    from models.training import train_all
+    from oms.policy import load_policy
+
+    settings = _mlflow()
+    policy = load_policy(settings.policy_path)
+    with err.status("training") if err.is_terminal else nullcontext():
+        outcomes = train_all(
+            _engine(), capacity=policy.fraud.review_capacity, artifact_root=settings.mlflow_artifact_root
+        )
+    for outcome in outcomes:
+        verdict = "promoted to champion" if outcome.promoted else "not promoted"
+        out.print(
+            f"{outcome.model} version {outcome.version}: {verdict}: {outcome.reason}",
+            markup=False,
+            highlight=False,
+        )
+    fraud = outcomes[0].metrics
+    out.print(
+        f"fraud holdout: average precision {fraud.get('model_reviews_average_precision', float('nan')):.3f} on reviews, "
+        f"{fraud.get('model_audit_average_precision', float('nan')):.3f} on the random audit "
+        f"(legacy rules {fraud.get('rules_reviews_average_precision', float('nan')):.3f} / "
+        f"{fraud.get('rules_audit_average_precision', float('nan')):.3f})",
+        markup=False,
+    )
+
+
+@app.command("score")
+def score() -> None:
+    """Score every return with the champion fraud model into return_scores."""
+    from features.offline import fraud_features
+    from models import registry
+    from models.scoring import score_frame, write_scores
+    from oms.policy import load_policy
+
+    settings = _mlflow()
+    model = registry.load_fraud()
+    if model is None:
+        raise Failure("there is no champion fraud model yet: run `recoup train` first")
+    engine = _engine()
+    scored = score_frame(model, fraud_features(engine), load_policy(settings.policy_path))
+    written = write_scores(engine, model, scored)
+    counts = scored["band"].value_counts().to_dict()
+    out.print(f"scored {written:,} returns with {registry.FRAUD_MODEL} version {model.version}: {counts}")
+
+
+@models_app.command("list")
+def models_list(
+    name: Annotated[str, typer.Option(help="recoup-fraud or recoup-recovery")] = "recoup-fraud",
+) -> None:
+    """Versions with their aliases and headline metrics."""
+    from models import registry
+
+    _mlflow()
+    found = registry.versions(name)
+    if not found:
+        out.print(f"{name} has no versions yet")
+        return
+    for item in found:
+        headline = item.metrics.get("model_reviews_average_precision", item.metrics.get("test_mae_per_unit"))
+        aliases = ", ".join(item.aliases) or "-"
+        shown = f"{headline:.4f}" if headline is not None else "-"
+        out.print(
+            f"{item.version:>4}  {item.created:%Y-%m-%d %H:%M}  {aliases:<28} headline {shown}", markup=False
+        )
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+    name: Annotated[str, typer.Option()] = "recoup-fraud",
+    reason: Annotated[str, typer.Option(help="Why (kept on the version).")] = "manual promotion",
+) -> None:
+    """Make a version the champion by hand (the gate is bypassed; the reason is recorded)."""
+    from models import registry
+
+    _mlflow()
+    registry.promote(version, name=name, reason=reason)
+    out.print(f"{name} version {version} is the champion")
+
+
+@models_app.command("rollback")
+def models_rollback(name: Annotated[str, typer.Option()] = "recoup-fraud") -> None:
+    """Point the champion back at the previous champion."""
+    from models import registry
+
+    _mlflow()
+    try:
+        version = registry.rollback(name)
+    except LookupError as exc:
+        raise Failure(str(exc)) from exc
+    out.print(f"{name} champion rolled back to version {version}")
 
 
 @apikey_app.command("create")

@@ -1,0 +1,195 @@
+"""Fraud and recovery models on a small simulated retailer: quality against the legacy rules and the
+truth, the champion gate, exact reason codes, and the MLflow registry on the embedded store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+
+from features.offline import fraud_features, line_features
+from models import registry
+from models.fraud import challenger_wins, train_fraud
+from models.recovery import RecoveryChooser, regret_against_truth, train_recovery
+from models.scoring import score_frame, write_scores
+from models.training import fraud_challenger, gate_fraud
+from oms.db import make_engine
+from oms.disposition import ReturnedItem
+from oms.frames import load_frame
+from oms.importer import import_directory
+from oms.policy import load_policy
+from oms.tables import ReturnScore
+from recoup.settings import DEFAULT_POLICY_PATH, get_settings
+from simulator.retailer import SimulationConfig, simulate
+from tests.conftest import fresh_sqlite
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path):
+    base = tmp_path_factory.mktemp("models")
+    simulate(SimulationConfig(customers=12_000, months=12, seed=3), base / "retailer")
+    engine = make_engine(fresh_sqlite(sqlite_template, base))
+    import_directory(base / "retailer", engine)
+    return {
+        "engine": engine,
+        "features": fraud_features(engine),
+        "reviews": load_frame(engine, "fraud_reviews"),
+        "lines": line_features(engine),
+        "truth": pd.read_csv(base / "retailer" / "_truth" / "return_line_values.csv"),
+        "truth_returns": pd.read_csv(base / "retailer" / "_truth" / "returns.csv"),
+    }
+
+
+@pytest.fixture
+def mlflow_store() -> str:
+    settings = get_settings()  # RECOUP_VAR_DIR is the test's own tmp dir
+    registry.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
+    return settings.mlflow_artifact_root
+
+
+def test_fraud_model_trains_fast_and_beats_the_rules(world) -> None:
+    started = time.perf_counter()
+    result = train_fraud(world["features"], world["reviews"])
+    assert time.perf_counter() - started < 30
+    metrics = result.metrics
+    assert metrics["model_reviews_average_precision"] > 1.5 * metrics["rules_reviews_average_precision"]
+    assert metrics["model_reviews_roc_auc"] > 0.8
+    # against the truth, on every test-period return (not only the reviewed ones)
+    truth = world["truth_returns"].set_index("return_id")["label"] != "legitimate"
+    population = result.population
+    from sklearn.metrics import average_precision_score
+
+    labels = truth.reindex(population["return_id"]).to_numpy()
+    assert average_precision_score(labels, population["model_score"]) > 1.5 * average_precision_score(
+        labels, population["rules_score"]
+    )
+
+
+def test_training_set_holds_no_review_decided_after_the_cutoff(world) -> None:
+    result = train_fraud(world["features"], world["reviews"])
+    assert result.latest_training_label is not None
+    assert result.latest_training_label < result.split.train_labels_until
+    assert result.split.train_end < result.split.valid_start < result.split.test_start
+    assert (result.holdout["requested_at"] >= result.split.test_start).all()
+
+
+def test_reason_codes_reproduce_the_raw_score(world) -> None:
+    model = train_fraud(world["features"], world["reviews"]).model
+    sample = world["features"].sample(200, random_state=1)
+    matrix = model.matrix(sample)
+    contributions = model.contributions(matrix)
+    assert np.allclose(contributions.sum(axis=1), model.raw(matrix), atol=1e-9)
+    scored = score_frame(model, sample, load_policy(DEFAULT_POLICY_PATH))
+    reasons = scored["reasons"].iloc[int(np.argmax(scored["score"].to_numpy()))]
+    assert reasons and all(
+        r["contribution"] > 0 and isinstance(r["text"], str) and r["text"] for r in reasons
+    )
+    assert reasons == sorted(reasons, key=lambda r: -r["contribution"])
+
+
+def test_gate_refuses_a_worse_challenger_and_keeps_the_champion(world, mlflow_store: str) -> None:
+    first, version = fraud_challenger(
+        world["features"], world["reviews"], capacity=0.02, artifact_root=mlflow_store
+    )
+    assert gate_fraud(first, version).promoted
+    assert registry.champion_version() == version
+    # a worse challenger: trained on shuffled labels
+    shuffled = world["reviews"].copy()
+    shuffled["outcome"] = shuffled["outcome"].sample(frac=1.0, random_state=0).to_numpy()
+    worse, worse_version = fraud_challenger(
+        world["features"], shuffled, capacity=0.02, artifact_root=mlflow_store
+    )
+    outcome = gate_fraud(worse, worse_version)
+    assert not outcome.promoted and "does not beat" in outcome.reason
+    assert (
+        worse.metrics["champion_reviews_average_precision"] > worse.metrics["model_reviews_average_precision"]
+    )
+    assert registry.champion_version() == version
+    wins, _ = challenger_wins(
+        {
+            "model_reviews_average_precision": 0.5,
+            "champion_reviews_average_precision": 0.5,
+            "rules_reviews_average_precision": 0.1,
+        }
+    )
+    assert not wins  # a tie does not move the champion
+
+
+def test_registry_on_the_embedded_store(world, mlflow_store: str) -> None:
+    result, version = fraud_challenger(
+        world["features"], world["reviews"], capacity=0.02, artifact_root=mlflow_store
+    )
+    assert (
+        get_settings().mlflow_tracking_uri.startswith("sqlite:///")
+        and str(get_settings().var_dir) in get_settings().mlflow_tracking_uri
+    )
+    registry.promote(version, reason="test")
+    second, second_version = fraud_challenger(
+        world["features"], world["reviews"], capacity=0.02, artifact_root=mlflow_store
+    )
+    registry.promote(second_version, reason="test")
+    loaded = registry.load_fraud()
+    assert loaded.version == second_version
+    sample = world["features"].head(50)
+    assert np.allclose(
+        loaded.predict(loaded.matrix(sample)), second.model.predict(second.model.matrix(sample))
+    )
+    assert registry.rollback() == version and registry.champion_version() == version
+    listed = {item.version: item for item in registry.versions()}
+    assert (
+        "champion" in listed[version].aliases and "model_reviews_average_precision" in listed[version].metrics
+    )
+    run = registry.MlflowClient().get_run(registry.version_tag(version, "run_id"))
+    assert run.data.tags["feature_set"] == "FRAUD_FEATURES_V1" and run.data.tags["git_commit"]
+    artifacts = {a.path for a in registry.MlflowClient().list_artifacts(run.info.run_id, "plots")}
+    assert {
+        "plots/pr_curve.png",
+        "plots/calibration.png",
+        "plots/feature_importance.png",
+        "plots/contribution_summary.png",
+    } <= artifacts
+
+
+def test_batch_scores_cover_every_return(world) -> None:
+    model = train_fraud(world["features"], world["reviews"]).model
+    model.version = "test"
+    policy = load_policy(DEFAULT_POLICY_PATH)
+    scored = score_frame(model, world["features"], policy)
+    assert write_scores(world["engine"], model, scored) == len(world["features"])
+    with world["engine"].connect() as connection:
+        stored = connection.execute(
+            select(func.count()).select_from(ReturnScore).where(ReturnScore.model_version == "test")
+        ).scalar_one()
+    assert stored == len(world["features"])
+    assert set(scored["decision"]) <= {"approve", "review", "deny"}
+
+
+def test_recovery_routing_beats_the_static_table(world) -> None:
+    result = train_recovery(world["lines"])
+    against_truth = regret_against_truth(result.test, world["truth"])
+    assert against_truth["model_share_of_oracle"] > against_truth["static_share_of_oracle"]
+    assert against_truth["model_share_of_oracle"] > 0.9
+    chooser = RecoveryChooser(result.model)
+    row = result.test.iloc[0]
+    item = ReturnedItem(
+        sku="x",
+        category=row["category"],
+        brand=row["brand"],
+        condition="used",
+        reason=row["reason"],
+        quantity=1,
+        unit_price=row["unit_price"],
+        unit_cost=row["unit_cost"],
+        location_id=None,
+        list_price=row["list_price"],
+        location_kind=row["location_kind"],
+    )
+    choice = chooser.choose(item)
+    assert (
+        choice.disposition in ("refurbish", "liquidate", "donate", "recycle")
+        and choice.chooser == "recovery_model"
+    )
