@@ -120,7 +120,7 @@ def test_gate_refuses_a_worse_challenger_and_keeps_the_champion(world, mlflow_st
 
 
 def test_registry_on_the_embedded_store(world, mlflow_store: str) -> None:
-    result, version = fraud_challenger(
+    _, version = fraud_challenger(
         world["features"], world["reviews"], capacity=0.02, artifact_root=mlflow_store
     )
     assert (
