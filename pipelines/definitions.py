@@ -3,15 +3,16 @@
 import dagster as dg
 
 from pipelines import checks, jobs
-from pipelines.assets import features
-from pipelines.resources import DatabaseResource, ParquetIOManager
+from pipelines.assets import features, models
+from pipelines.resources import DatabaseResource, MlflowResource, ParquetIOManager
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([features]),
-    asset_checks=dg.load_asset_checks_from_modules([checks]),
+    assets=dg.load_assets_from_modules([features, models]),
+    asset_checks=[*dg.load_asset_checks_from_modules([checks]), *dg.load_asset_checks_from_modules([models])],
     jobs=jobs.JOBS,
     schedules=jobs.SCHEDULES,
-    resources={"database": DatabaseResource(), "frames": ParquetIOManager()},
+    sensors=jobs.SENSORS,
+    resources={"database": DatabaseResource(), "mlflow": MlflowResource(), "frames": ParquetIOManager()},
 )
 
 

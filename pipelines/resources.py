@@ -55,3 +55,18 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             if self._path(key, partition).exists()
         ]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """The MLflow tracking store and registry. Empty values: the settings (a SQLite store under var/)."""
+
+    tracking_uri: str = ""
+    artifact_root: str = ""
+
+    def setup(self) -> str:
+        from models import registry
+
+        settings = get_settings()
+        artifact_root = self.artifact_root or settings.mlflow_artifact_root
+        registry.configure(self.tracking_uri or settings.mlflow_tracking_uri, artifact_root)
+        return artifact_root

@@ -1,0 +1,156 @@
+"""Model assets: training set, challengers (MLflow runs), champions (promoted behind blocking gates),
+batch scores, and the merchandising/operations analytics."""
+
+import dagster as dg
+import pandas as pd
+
+from features import analytics
+from features.catalogue import FRAUD_FEATURE_SET
+from features.offline import line_features
+from models import registry
+from models.fraud import labels_as_of
+from models.scoring import score_frame, write_scores
+from models.training import fraud_challenger as train_fraud_challenger
+from models.training import gate_recovery
+from models.training import recovery_challenger as train_recovery_challenger
+from oms.frames import load_frame
+from oms.policy import load_policy
+from pipelines.assets.features import source_tables
+from pipelines.resources import DatabaseResource, MlflowResource
+from recoup.settings import get_settings
+
+
+def _reviews(database: DatabaseResource) -> pd.DataFrame:
+    return load_frame(database.engine, "fraud_reviews", ["return_id", "reviewed_at", "outcome", "source"])
+
+
+@dg.asset(group_name="models", io_manager_key="frames", metadata={"feature_set": FRAUD_FEATURE_SET})
+def fraud_training_set(return_features: pd.DataFrame, database: DatabaseResource) -> pd.DataFrame:
+    """Every return's features with its latest review label (empty where not reviewed)."""
+    labels = labels_as_of(_reviews(database), pd.Timestamp.now(tz="UTC"))
+    return return_features.merge(labels, on="return_id", how="left")
+
+
+@dg.asset(group_name="models")
+def fraud_challenger(
+    return_features: pd.DataFrame, database: DatabaseResource, mlflow: MlflowResource
+) -> dict:
+    """A new fraud model: trained, compared with the rules and the champion on its holdout, registered."""
+    artifact_root = mlflow.setup()
+    policy = load_policy(get_settings().policy_path)
+    result, version = train_fraud_challenger(
+        return_features,
+        _reviews(database),
+        capacity=policy.fraud.review_capacity,
+        artifact_root=artifact_root,
+    )
+    return {"version": version, "metrics": result.metrics}
+
+
+@dg.asset_check(
+    asset=fraud_challenger,
+    blocking=True,
+    description="The challenger beats the champion (and the legacy rules) on the same holdout.",
+)
+def fraud_beats_champion(fraud_challenger: dict) -> dg.AssetCheckResult:
+    from models.fraud import challenger_wins
+
+    wins, reason = challenger_wins(fraud_challenger["metrics"])
+    metrics = fraud_challenger["metrics"]
+    return dg.AssetCheckResult(
+        passed=wins,
+        metadata={
+            "reason": reason,
+            "version": fraud_challenger["version"],
+            "challenger_ap": metrics.get("model_reviews_average_precision", float("nan")),
+            "champion_ap": metrics.get("champion_reviews_average_precision", float("nan")),
+            "rules_ap": metrics.get("rules_reviews_average_precision", float("nan")),
+        },
+    )
+
+
+@dg.asset(group_name="models")
+def fraud_champion(fraud_challenger: dict, mlflow: MlflowResource) -> dg.MaterializeResult:
+    """Moves the `champion` alias to the challenger (reached only when the blocking gate passed)."""
+    mlflow.setup()
+    registry.promote(fraud_challenger["version"], reason="passed the fraud_beats_champion gate")
+    return dg.MaterializeResult(metadata={"champion": fraud_challenger["version"]})
+
+
+@dg.asset(group_name="models", deps=[source_tables])
+def recovery_challenger(database: DatabaseResource, mlflow: MlflowResource) -> dict:
+    """A new recovery model, trained on realised disposition outcomes and registered."""
+    artifact_root = mlflow.setup()
+    result, version, _ = train_recovery_challenger(
+        line_features(database.engine), artifact_root=artifact_root
+    )
+    outcome = gate_recovery(result, version, promote=False)
+    return {
+        "version": version,
+        "metrics": result.metrics,
+        "passes": outcome.promoted or _would_promote(outcome.reason),
+        "reason": outcome.reason,
+    }
+
+
+def _would_promote(reason: str) -> bool:
+    return "does not beat" not in reason and "below the static" not in reason
+
+
+@dg.asset_check(
+    asset=recovery_challenger,
+    blocking=True,
+    description="The recovery challenger beats the champion's error and the static routing.",
+)
+def recovery_beats_champion(recovery_challenger: dict) -> dg.AssetCheckResult:
+    metrics = recovery_challenger["metrics"]
+    return dg.AssetCheckResult(
+        passed=bool(recovery_challenger["passes"]),
+        metadata={
+            "reason": recovery_challenger["reason"],
+            "version": recovery_challenger["version"],
+            "mae": metrics["test_mae_per_unit"],
+            "champion_mae": metrics.get("champion_test_mae_per_unit", -1.0),
+        },
+    )
+
+
+@dg.asset(group_name="models")
+def recovery_champion(recovery_challenger: dict, mlflow: MlflowResource) -> dg.MaterializeResult:
+    """Moves the recovery `champion` alias to the challenger (reached only when its gate passed)."""
+    mlflow.setup()
+    registry.promote(
+        recovery_challenger["version"],
+        name=registry.RECOVERY_MODEL,
+        reason="passed the recovery_beats_champion gate",
+    )
+    return dg.MaterializeResult(metadata={"champion": recovery_challenger["version"]})
+
+
+@dg.asset(group_name="models", deps=[fraud_champion])
+def return_scores(
+    return_features: pd.DataFrame, database: DatabaseResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
+    """Every return scored by the champion (score, band, decision, reasons) into the `return_scores` table."""
+    mlflow.setup()
+    model = registry.load_fraud()
+    if model is None:
+        raise dg.Failure("no champion fraud model to score with")
+    scored = score_frame(model, return_features, load_policy(get_settings().policy_path))
+    written = write_scores(database.engine, model, scored)
+    return dg.MaterializeResult(
+        metadata={
+            "rows": written,
+            "model_version": model.version,
+            **{f"band_{k}": int(v) for k, v in scored["band"].value_counts().items()},
+        }
+    )
+
+
+@dg.asset(group_name="analytics", deps=[source_tables])
+def merchandising_analytics(database: DatabaseResource) -> dg.MaterializeResult:
+    """Return rates with abnormal items, size curves, limbo ageing, dispositions, cycle times, BORIS."""
+    inputs = analytics.load_inputs(database.engine)
+    tables = analytics.build_all(inputs)
+    analytics.write_all(database.engine, tables)
+    return dg.MaterializeResult(metadata={name: len(frame) for name, frame in tables.items()})
