@@ -25,12 +25,51 @@ endpoint names: `returns:read`, `returns:write`, `review` or `admin`. POSTs acce
 
 
 def _state_from_settings() -> AppState:
+    from api.scoring import ModelHolder, registry_loader
+    from api.serving_log import ServingLogWriter
     from oms.db import make_engine
     from oms.policy import load_policy
     from recoup.settings import get_settings
 
     settings = get_settings()
-    return AppState(engine=make_engine(settings.database_url), policy=load_policy(settings.policy_path))
+    engine = (
+        make_engine(settings.database_url, pool_size=20, max_overflow=20)
+        if not settings.database_url.startswith("sqlite")
+        else make_engine(settings.database_url)
+    )
+    holder = ModelHolder(
+        registry_loader(settings.mlflow_tracking_uri, settings.mlflow_artifact_root),
+        interval=settings.model_refresh_seconds,
+    )
+    holder.start()
+    state = AppState(
+        engine=engine,
+        policy=load_policy(settings.policy_path),
+        models=holder,
+        serving_log=ServingLogWriter(engine),
+    )
+    chooser = _recovery_chooser(holder)
+    if chooser is not None:
+        state.chooser = chooser
+    return state
+
+
+def _recovery_chooser(holder):
+    """Route dispositions with the recovery champion when there is one (static table otherwise)."""
+    from models.recovery import RecoveryChooser
+
+    class Champion:
+        name = "recovery_model"
+
+        def choose(self, item):
+            model = holder.current.recovery
+            if model is None:
+                from oms.disposition import StaticChooser
+
+                return StaticChooser().choose(item)
+            return RecoveryChooser(model).choose(item)
+
+    return Champion()
 
 
 def create_app(state: AppState | None = None) -> FastAPI:
@@ -39,6 +78,11 @@ def create_app(state: AppState | None = None) -> FastAPI:
         if getattr(app.state, "recoup", None) is None:
             app.state.recoup = _state_from_settings()
         yield
+        state = app.state.recoup
+        if state is not None and state.models is not None:
+            state.models.stop()
+        if state is not None and state.serving_log is not None:
+            state.serving_log.close()
 
     app = FastAPI(title="Recoup", version="1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.recoup = state

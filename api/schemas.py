@@ -192,6 +192,9 @@ class ReturnOut(ReturnSummary):
     employee_id: str | None
     refund_method: str | None
     version: int
+    score: float | None = Field(None, description="The fraud score at creation (empty if none was computed).")
+    model_version: str | None = None
+    degraded: bool | None = Field(None, description="True if the creation decision had no model behind it.")
     reasons: list[ReasonOut]
     lines: list[ReturnLineOut]
     refunds: list[RefundOut]
@@ -225,3 +228,91 @@ class StockOut(BaseModel):
 
 class ErrorOut(BaseModel):
     error: dict[str, str]
+
+
+class ScoreReason(BaseModel):
+    code: str
+    message: str
+    severity: str
+
+
+class ModelReason(BaseModel):
+    feature: str
+    value: float | None
+    typical: float | None
+    contribution: float
+    text: str
+
+
+class LineEstimateOut(BaseModel):
+    line_no: int
+    sku: str | None
+    condition_assumed: str = Field(
+        description="The condition the estimates assume (given at the counter, else new)."
+    )
+    recommended_disposition: str | None
+    recovery_estimate: float | None = Field(
+        description="Expected net value of the recommended outlet for the line."
+    )
+    refund_estimate: float | None = Field(
+        description="Price paid for the units, less any restocking fee (before shipping)."
+    )
+
+
+class ScoreOut(BaseModel):
+    decision: str = Field(
+        description="approve, review or deny: hard policy violations first, then the fraud score."
+    )
+    score: float | None = Field(
+        description="Calibrated probability that the return is fraud or abuse (empty when degraded)."
+    )
+    band: str | None
+    degraded: bool = Field(
+        description="True when no model could be used: the decision is the policy rules' alone."
+    )
+    model_version: str | None
+    reasons: list[ScoreReason]
+    model_reasons: list[ModelReason]
+    lines: list[LineEstimateOut]
+    latency_ms: float
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "decision": "review",
+                    "score": 0.71,
+                    "band": "high",
+                    "degraded": False,
+                    "model_version": "3",
+                    "reasons": [
+                        {
+                            "code": "fraud_score",
+                            "message": "fraud score 0.71: 6 returns in the last 30 days; most customers have 0",
+                            "severity": "review",
+                        }
+                    ],
+                    "model_reasons": [
+                        {
+                            "feature": "cust_returns_30d",
+                            "value": 6,
+                            "typical": 0,
+                            "contribution": 1.2,
+                            "text": "6 returns in the last 30 days; most customers have 0",
+                        }
+                    ],
+                    "lines": [
+                        {
+                            "line_no": 1,
+                            "sku": "ST00042-M-black",
+                            "condition_assumed": "new",
+                            "recommended_disposition": "restock",
+                            "recovery_estimate": 31.5,
+                            "refund_estimate": 39.99,
+                        }
+                    ],
+                    "latency_ms": 4.2,
+                }
+            ]
+        }
+    )

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from api.scoring import ModelHolder, ModelScorer
+from api.serving_log import ServingLogWriter
 from oms.apikeys import Principal, verify
 from oms.disposition import DispositionChooser, StaticChooser
 from oms.policy import Policy
@@ -49,3 +51,8 @@ class AppState:
     chooser: DispositionChooser = field(default_factory=StaticChooser)
     keys: KeyCache = field(default_factory=KeyCache)
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    models: ModelHolder | None = None  # the champion models; None: policy decisions only (degraded)
+    serving_log: ServingLogWriter | None = None
+
+    def scorer(self) -> ModelScorer:
+        return ModelScorer(self.models or ModelHolder(lambda: (None, None)), self.policy)

@@ -58,11 +58,23 @@ def return_view(session: Session, return_id: str) -> ReturnOut:
     exchanges = session.execute(
         select(Exchange).where(Exchange.return_id == return_id).order_by(Exchange.line_no)
     ).scalars()
+    events = list(timeline(session, return_id))
+    decided = next(
+        (
+            e.payload
+            for e in events
+            if e.kind in ("authorize", "held_for_review", "reject") and "decision" in e.payload
+        ),
+        {},
+    )
     return ReturnOut(
         **summary(header).model_dump(),
         employee_id=header.employee_id,
         refund_method=header.refund_method,
         version=header.version,
+        score=decided.get("score"),
+        model_version=decided.get("model_version"),
+        degraded=decided.get("degraded"),
         reasons=[ReasonOut(**r) for r in (header.decision_reasons or [])],
         lines=[
             ReturnLineOut(
@@ -115,6 +127,6 @@ def return_view(session: Session, return_id: str) -> ReturnOut:
                 to_status=e.to_status,
                 payload=e.payload,
             )
-            for e in timeline(session, return_id)
+            for e in events
         ],
     )

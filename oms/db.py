@@ -40,7 +40,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN")
+            # Writers ask for IMMEDIATE (execution option sqlite_begin): a deferred transaction that
+            # reads, then writes after another writer committed fails at once instead of waiting.
+            conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', '')}".strip())
 
         return engine
 

@@ -458,6 +458,25 @@ class ProductStats(Base):
     __table_args__ = (one_of("level", ("sku", "style", "category")),)
 
 
+class ServingLog(Base):
+    """Every score the API served: its feature vector, model version, score and latency (for skew checks)."""
+
+    __tablename__ = "serving_log"
+
+    serving_id: Mapped[int] = mapped_column(SERIAL, primary_key=True)
+    served_at: Mapped[dt.datetime]
+    requested_at: Mapped[dt.datetime]
+    return_id: Mapped[str | None] = mapped_column(index=True)
+    model_version: Mapped[str | None] = mapped_column(String(32))
+    score: Mapped[float | None]
+    decision: Mapped[str | None] = mapped_column(String(16))
+    degraded: Mapped[bool] = mapped_column(Boolean, default=False)
+    latency_ms: Mapped[float]
+    features: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (Index("ix_serving_log_served", "served_at"),)
+
+
 class ApiKey(Base):
     """An API key: only a hash of the secret is kept; the key id is the public prefix."""
 

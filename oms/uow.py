@@ -23,9 +23,18 @@ _CONFLICT_MARKERS = (
 
 
 @contextmanager
-def unit_of_work(engine: Engine) -> Iterator[Session]:
-    """A session inside one transaction: committed on success, rolled back on any error."""
-    with Session(engine, expire_on_commit=False) as session:
+def unit_of_work(engine: Engine, *, write: bool = True) -> Iterator[Session]:
+    """A session inside one transaction: committed on success, rolled back on any error.
+
+    On SQLite a writing unit takes the write lock when it begins (BEGIN IMMEDIATE), so concurrent
+    writers queue up instead of failing when one commits between another's read and write.
+    """
+    bind = (
+        engine.execution_options(sqlite_begin="IMMEDIATE")
+        if write and engine.dialect.name == "sqlite"
+        else engine
+    )
+    with Session(bind, expire_on_commit=False) as session:
         try:
             with session.begin():
                 yield session

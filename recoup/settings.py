@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     pipeline_start: str = Field(
         "2024-01-01", description="First month of the Dagster monthly partitions (YYYY-MM-DD)."
     )
+    model_refresh_seconds: float = Field(
+        30.0, gt=0, description="How often the API checks for a new champion."
+    )
     import_chunk_rows: int = Field(100_000, gt=0, description="Rows per chunk when importing files.")
 
     @model_validator(mode="after")

@@ -23,7 +23,7 @@ def read_limbo(
     location_id: Annotated[str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN)] = None,
 ) -> list[LimboOut]:
     """Units received but not yet disposed, oldest first, with their age in days."""
-    with unit_of_work(state.engine) as session:
+    with unit_of_work(state.engine, write=False) as session:
         return [LimboOut(**item.__dict__) for item in limbo(session, location_id=location_id)]
 
 
@@ -32,5 +32,5 @@ def read_limbo(
 )
 def read_stock(location_id: Ident, sku: Ident, state: State) -> StockOut:
     """Stock of one sku at one location, per bucket (sellable, returns_pending, refurbishment, reserved, disposed)."""
-    with unit_of_work(state.engine) as session:
+    with unit_of_work(state.engine, write=False) as session:
         return StockOut(location_id=location_id, sku=sku, buckets=stock(session, location_id, sku))

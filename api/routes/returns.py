@@ -21,11 +21,15 @@ from api.schemas import (
     EmptyIn,
     ErrorOut,
     InspectIn,
+    LineEstimateOut,
+    ModelReason,
     ReceiveIn,
     ReturnCreate,
     ReturnOut,
     ReturnSummary,
     ReviewOut,
+    ScoreOut,
+    ScoreReason,
     Status,
 )
 from api.views import return_view, summary
@@ -46,8 +50,27 @@ ReturnId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN, 
 QueryId = Annotated[str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN)]
 
 
-def _service(session: Session, state) -> ReturnService:
-    return ReturnService(session, state.policy, chooser=state.chooser, now=state.clock)
+def _service(session: Session, state, scorer=None) -> ReturnService:
+    return ReturnService(session, state.policy, chooser=state.chooser, now=state.clock, scorer=scorer)
+
+
+def _log(state, scorer, return_id: str | None, requested_at) -> None:
+    scored = scorer.last if scorer is not None else None
+    if scored is None or state.serving_log is None:
+        return
+    state.serving_log.put(
+        {
+            "served_at": state.clock(),
+            "requested_at": requested_at,
+            "return_id": return_id,
+            "model_version": scored.assessment.model_version,
+            "score": scored.assessment.score,
+            "decision": scored.assessment.decision,
+            "degraded": scored.assessment.degraded,
+            "latency_ms": scored.latency_ms,
+            "features": {k: (None if v != v else v) for k, v in scored.features.items()},
+        }
+    )
 
 
 def _command(request: Request, state, caller, key, body, action):
@@ -64,7 +87,21 @@ def create_return(
     body: ReturnCreate, request: Request, state: State, caller: Caller, key: IdempotencyKey = None
 ) -> JSONResponse:
     """Create a return: decided by the policy (and the fraud score), authorised with an RMA number, held for review or rejected."""
-    create = CreateReturn(
+    create = _create_request(body)
+    scorer = state.scorer()
+
+    def action(service: ReturnService, session: Session):
+        header = ReturnService(
+            session, state.policy, chooser=state.chooser, now=state.clock, scorer=scorer
+        ).create(create, actor(caller))
+        _log(state, scorer, header.return_id, header.requested_at)
+        return 201, return_view(session, header.return_id)
+
+    return _command(request, state, caller, key, body, action)
+
+
+def _create_request(body: ReturnCreate) -> CreateReturn:
+    return CreateReturn(
         channel=body.channel,
         lines=tuple(
             LineRequest(
@@ -87,17 +124,37 @@ def create_return(
         refund_now=body.refund_now and body.receive_now,
     )
 
-    def action(service: ReturnService, session: Session):
-        header = service.create(create, actor(caller))
-        return 201, return_view(session, header.return_id)
 
-    return _command(request, state, caller, key, body, action)
+@router.post("/score", response_model=ScoreOut, responses=ERRORS, openapi_extra=needs("returns:read"))
+def score_return(body: ReturnCreate, state: State) -> ScoreOut:
+    """Score a prospective return without changing anything: decision, fraud score, reasons, per-line estimates."""
+    create = _create_request(body)
+    scorer = state.scorer()
+    with unit_of_work(state.engine, write=False) as session:
+        service = _service(session, state, scorer)
+        context = service.context(create)
+        assessment = service.assess(create, context)
+        session.rollback()
+    scored = scorer.last
+    _log(state, scorer, None, context.now)
+    model_reasons = assessment.extra.get("model_reasons", []) if assessment.extra else []
+    return ScoreOut(
+        decision=assessment.decision,
+        score=assessment.score,
+        band=assessment.extra.get("band") if assessment.extra else None,
+        degraded=assessment.degraded,
+        model_version=assessment.model_version,
+        reasons=[ScoreReason(**r.as_dict()) for r in assessment.reasons],
+        model_reasons=[ModelReason(**r) for r in model_reasons],
+        lines=[LineEstimateOut(**line.__dict__) for line in (scored.lines if scored else [])],
+        latency_ms=scored.latency_ms if scored else 0.0,
+    )
 
 
 @router.get("/{return_id}", response_model=ReturnOut, responses=ERRORS, openapi_extra=needs("returns:read"))
 def read_return(return_id: ReturnId, state: State) -> ReturnOut:
     """One return with its lines, refunds (per tender), exchanges and timeline."""
-    with unit_of_work(state.engine) as session:
+    with unit_of_work(state.engine, write=False) as session:
         return return_view(session, return_id)
 
 
@@ -120,7 +177,7 @@ def search_returns(
         query = query.where(or_(Return.rma_number == rma_number, Return.return_id == rma_number))
     if status is not None:
         query = query.where(Return.status == status)
-    with unit_of_work(state.engine) as session:
+    with unit_of_work(state.engine, write=False) as session:
         return [summary(r) for r in session.execute(query).scalars()]
 
 

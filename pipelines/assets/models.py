@@ -154,3 +154,21 @@ def merchandising_analytics(database: DatabaseResource) -> dg.MaterializeResult:
     tables = analytics.build_all(inputs)
     analytics.write_all(database.engine, tables)
     return dg.MaterializeResult(metadata={name: len(frame) for name, frame in tables.items()})
+
+
+@dg.asset(group_name="analytics", deps=[source_tables])
+def serving_skew(database: DatabaseResource) -> dg.MaterializeResult:
+    """Features served by the API recomputed offline for the same returns: mismatches per feature."""
+    from features.skew import serving_skew as compute_skew
+
+    skew = compute_skew(database.engine)
+    with database.engine.begin() as connection:
+        skew.to_sql("analytics_serving_skew", connection, if_exists="replace", index=False)
+    mismatched = int(skew["mismatched"].sum()) if len(skew) else 0
+    return dg.MaterializeResult(
+        metadata={
+            "features": len(skew),
+            "mismatched_values": mismatched,
+            "compared_returns": int(skew["compared"].max()) if len(skew) else 0,
+        }
+    )

@@ -1,0 +1,332 @@
+"""Scoring at return time: online features -> champion fraud model -> calibrated score, band, decision
+and reasons; per line the recovery estimate, recommended disposition and refund estimate.
+
+The champion is loaded once (native LightGBM boosters, numpy on the request path) and hot-swapped by a
+background thread when the registry's `champion` alias moves: a request uses whichever model it picked
+up when it started, and the swap is one reference assignment, so no request is dropped. With no model,
+or one that fails, the policy decision stands and the answer says `degraded: true`; never a 5xx.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from features import engine as feature_engine
+from features.online import OnlineRequest, RequestLine, gather
+from models.explain import reason_codes
+from models.fraud import FraudModel, band
+from models.recovery import RecoveryModel
+from oms.disposition import FEASIBLE, STATIC_ROUTING
+from oms.lifecycle import Assessment, CreateReturn, Reason, RequestContext
+from oms.policy import Policy
+from oms.tables import ServingLog
+
+log = logging.getLogger("recoup.scoring")
+
+
+@dataclass
+class Champions:
+    fraud: FraudModel | None = None
+    recovery: RecoveryModel | None = None
+    checked_at: float = 0.0
+    error: str | None = None
+
+
+class ModelHolder:
+    """The champion models of this process; `current` is swapped atomically on refresh."""
+
+    def __init__(
+        self, loader: Callable[[], tuple[FraudModel | None, RecoveryModel | None]], interval: float = 30.0
+    ) -> None:
+        self.loader = loader
+        self.interval = interval
+        self.current = Champions()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> Champions:
+        """Load the champions if the registry points elsewhere than what we hold (one at a time)."""
+        with self._lock:
+            try:
+                fraud, recovery = self.loader()
+                held = self.current
+                changed = (fraud.version if fraud else None) != (
+                    held.fraud.version if held.fraud else None
+                ) or (recovery.version if recovery else None) != (
+                    held.recovery.version if held.recovery else None
+                )
+                if changed:
+                    log.info(
+                        "champion models: fraud %s, recovery %s",
+                        fraud.version if fraud else None,
+                        recovery.version if recovery else None,
+                    )
+                    self.current = Champions(fraud, recovery, time.monotonic())
+                else:
+                    self.current.checked_at = time.monotonic()
+                    self.current.error = None
+            except Exception as exc:  # the registry is down: keep serving what we have
+                log.warning("could not refresh the champion models: %s", exc)
+                self.current.error = str(exc)
+        return self.current
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self.refresh()
+
+        def loop() -> None:
+            while not self._stop.wait(self.interval):
+                self.refresh()
+
+        self._thread = threading.Thread(target=loop, name="recoup-champion-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def registry_loader(
+    tracking_uri: str, artifact_root: str | None = None
+) -> Callable[[], tuple[FraudModel | None, RecoveryModel | None]]:
+    """Loads the champions from MLflow, re-reading the boosters only when the alias moved."""
+    from models import registry
+
+    cache: dict[str, Any] = {}
+
+    def load() -> tuple[FraudModel | None, RecoveryModel | None]:
+        registry.configure(tracking_uri, artifact_root)
+        out = []
+        for name, loader in (
+            (registry.FRAUD_MODEL, registry.load_fraud),
+            (registry.RECOVERY_MODEL, registry.load_recovery),
+        ):
+            version = registry.champion_version(name)
+            if version is None:
+                cache.pop(name, None)
+                out.append(None)
+                continue
+            if name not in cache or cache[name].version != version:
+                cache[name] = loader(version)
+            out.append(cache[name])
+        return out[0], out[1]
+
+    return load
+
+
+@dataclass
+class LineEstimate:
+    line_no: int
+    sku: str | None
+    condition_assumed: str
+    recommended_disposition: str | None
+    recovery_estimate: float | None
+    refund_estimate: float | None
+
+
+@dataclass
+class Scored:
+    assessment: Assessment
+    features: dict[str, float] = field(default_factory=dict)
+    lines: list[LineEstimate] = field(default_factory=list)
+    latency_ms: float = 0.0
+
+
+class ModelScorer:
+    """The `oms.lifecycle.Scorer` backed by the champion models (plugs into `ReturnService`)."""
+
+    def __init__(self, holder: ModelHolder, policy: Policy) -> None:
+        self.holder = holder
+        self.policy = policy
+        self.last: Scored | None = None  # what the last assessment computed (per service instance)
+
+    def assess(
+        self, session: Session, request: CreateReturn, context: RequestContext, policy_decision: Assessment
+    ) -> Assessment:
+        started = time.perf_counter()
+        champions = self.holder.current
+        model = champions.fraud
+        online = _online_request(request, context.now)
+        scored = Scored(policy_decision)
+        try:
+            if model is None:
+                raise LookupError("no champion fraud model")
+            batch, history = gather(session.connection(), online)
+            values = feature_engine.compute(batch, history)
+            row = np.array([values[name][0] for name in model.features], dtype=np.float64).reshape(1, -1)
+            raw = model.raw(row)
+            score = float(model.calibrate(raw)[0])
+            contributions = model.contributions(row)[0]
+            reasons = reason_codes(model.features, row[0], contributions, model.typical)
+            scored.features = {name: float(values[name][0]) for name in model.features}
+            scored.lines = self._lines(batch, champions.recovery, request)
+            assessment = self._combine(policy_decision, score, reasons, model.version)
+        except Exception as exc:
+            log.warning("scoring degraded to the policy decision: %s", exc)
+            assessment = Assessment(
+                policy_decision.decision,
+                policy_decision.reasons,
+                None,
+                None,
+                True,
+                {"degraded_because": str(exc)[:200]},
+            )
+            try:
+                batch, _ = gather(session.connection(), online)
+                scored.lines = self._lines(batch, champions.recovery, request)
+            except Exception:  # estimates are a courtesy; the decision stands without them
+                scored.lines = []
+        scored.assessment = assessment
+        scored.latency_ms = (time.perf_counter() - started) * 1000
+        self.last = scored
+        return assessment
+
+    def _combine(
+        self, policy_decision: Assessment, score: float, reasons: list[dict], version: str | None
+    ) -> Assessment:
+        """Hard policy violations first; then the score; soft policy reasons (review) still hold."""
+        fraud = self.policy.fraud
+        decision = policy_decision.decision
+        extra: dict[str, Any] = {
+            "band": band(score, fraud.review_threshold, fraud.deny_threshold),
+            "model_reasons": reasons,
+        }
+        all_reasons = list(policy_decision.reasons)
+        if decision != "deny":
+            by_score = self.policy.decision_for_score(score)
+            if by_score != "approve":
+                top = "; ".join(r["text"] for r in reasons[:2]) or "high fraud score"
+                all_reasons.append(Reason("fraud_score", f"fraud score {score:.2f}: {top}", by_score))
+            order = {"approve": 0, "review": 1, "deny": 2}
+            decision = max(decision, by_score, key=order.__getitem__)
+        return Assessment(decision, tuple(all_reasons), score, version, False, extra)
+
+    def _lines(self, batch, recovery: RecoveryModel | None, request: CreateReturn) -> list[LineEstimate]:
+        out = []
+        lines = batch.lines
+        category = lines["category"]
+        for index, line in enumerate(request.lines):
+            condition = line.condition or "new"
+            unit_paid = float(lines["unit_paid"][index])
+            refund = None
+            if not math.isnan(unit_paid):
+                merchandise = unit_paid * line.quantity
+                rate = (
+                    float(self.policy.restocking_fee_rate(category[index], line.condition, line.reason))
+                    if line.condition
+                    else 0.0
+                )
+                refund = round(merchandise * (1 - rate), 2)
+            disposition, estimate = STATIC_ROUTING.get(condition), None
+            if recovery is not None and not math.isnan(unit_paid):
+                disposition, estimate = _route(recovery, lines, index, condition, line, batch.header)
+            out.append(LineEstimate(index + 1, lines["sku"][index], condition, disposition, estimate, refund))
+        return out
+
+
+def _route(
+    model: RecoveryModel, lines, index: int, condition: str, line, header
+) -> tuple[str | None, float | None]:
+    options = list(FEASIBLE.get(condition, ()))
+    if not options:
+        return None, None
+    placed = header["order_placed"][0]
+    days = (header["t"][0] - placed) / 86_400_000_000 if not math.isnan(placed) else math.nan
+    base = {
+        "category": lines["category"][index],
+        "brand": None,
+        "condition": condition,
+        "reason": line.reason,
+        "location_kind": None,
+        "quantity": float(line.quantity),
+        "unit_price": float(lines["unit_paid"][index]),
+        "list_price": math.nan,
+        "unit_cost": math.nan,
+        "days_since_purchase": days,
+        "receiptless": float(isinstance(header["order_id"][0], type(None))),
+        "style_return_rate": math.nan,
+    }
+    matrix = np.array(
+        [
+            [
+                _encode(model, name, option if name == "disposition" else base.get(name))
+                for name in model.features
+            ]
+            for option in options
+        ],
+        dtype=np.float64,
+    )
+    estimates = model.booster.predict(matrix, num_threads=1) * line.quantity
+    best = int(np.argmax(estimates))
+    return options[best], round(float(estimates[best]), 2)
+
+
+def _encode(model: RecoveryModel, name: str, value: Any) -> float:
+    if name in model.vocab:
+        try:
+            return float(model.vocab[name].index(value))
+        except ValueError:
+            return -1.0
+    return math.nan if value is None else float(value)
+
+
+def _online_request(request: CreateReturn, now: dt.datetime) -> OnlineRequest:
+    return OnlineRequest(
+        t=now,
+        channel=request.channel,
+        lines=tuple(
+            RequestLine(quantity=line.quantity, reason=line.reason, order_line_no=line.order_line_no, sku=line.sku)
+            for line in request.lines
+        ),
+        order_id=request.order_id,
+        customer_id=request.customer_id,
+        location_id=request.location_id,
+        employee_id=request.employee_id,
+        refund_method=request.refund_method,
+    )
+
+
+def log_serving(engine_or_session, scored: Scored, *, return_id: str | None, request_t: dt.datetime) -> None:
+    """Record what was served (features, model version, score, latency) for skew monitoring."""
+    row = ServingLog(
+        served_at=dt.datetime.now(dt.UTC),
+        requested_at=request_t,
+        return_id=return_id,
+        model_version=scored.assessment.model_version,
+        score=scored.assessment.score,
+        decision=scored.assessment.decision,
+        degraded=scored.assessment.degraded,
+        latency_ms=scored.latency_ms,
+        features={k: (None if v != v else v) for k, v in scored.features.items()},
+    )
+    if isinstance(engine_or_session, Session):
+        engine_or_session.add(row)
+        return
+    assert isinstance(engine_or_session, Engine)
+    with Session(engine_or_session) as session, session.begin():
+        session.add(row)
+
+
+__all__ = [
+    "Champions",
+    "Decimal",
+    "LineEstimate",
+    "ModelHolder",
+    "ModelScorer",
+    "Scored",
+    "log_serving",
+    "registry_loader",
+]

@@ -1,0 +1,64 @@
+"""Writes served scores to `serving_log` in the background, in batches, off the request path."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+from sqlalchemy import Engine, insert
+
+from oms.tables import ServingLog
+
+log = logging.getLogger("recoup.serving_log")
+
+
+class ServingLogWriter:
+    """A bounded queue drained by one thread; if the queue is full the entry is dropped and counted
+    (monitoring must never slow scoring down)."""
+
+    def __init__(
+        self, engine: Engine, batch: int = 500, interval: float = 0.5, capacity: int = 50_000
+    ) -> None:
+        self.engine = engine
+        self.batch = batch
+        self.interval = interval
+        self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=capacity)
+        self.dropped = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="recoup-serving-log", daemon=True)
+        self._thread.start()
+
+    def put(self, row: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(row)
+        except queue.Full:
+            self.dropped += 1
+
+    def flush(self) -> int:
+        rows = []
+        while len(rows) < self.batch:
+            try:
+                rows.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        if rows:
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(insert(ServingLog), rows)
+            except Exception as exc:  # the database is busy or down: keep serving, report it
+                log.warning("could not write %d serving-log rows: %s", len(rows), exc)
+                self.dropped += len(rows)
+        return len(rows)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            while self.flush() == self.batch:
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        while self.flush():
+            pass
