@@ -91,6 +91,11 @@ def create_app(state: AppState | None = None) -> FastAPI:
     app.include_router(returns.router)
     app.include_router(inventory.router)
 
+    @app.get("/v1/ping", tags=["health"], openapi_extra={"x-required-scope": "returns:read"})
+    def ping() -> dict[str, bool]:
+        """An authenticated no-op: the HTTP and auth floor under every other endpoint."""
+        return {"ok": True}
+
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}

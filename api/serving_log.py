@@ -48,7 +48,8 @@ class ServingLogWriter:
                 with self.engine.begin() as connection:
                     connection.execute(insert(ServingLog), rows)
             except Exception as exc:  # the database is busy or down: keep serving, report it
-                log.warning("could not write %d serving-log rows: %s", len(rows), exc)
+                detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+                log.warning("could not write %d serving-log rows: %s", len(rows), detail)
                 self.dropped += len(rows)
         return len(rows)
 
