@@ -19,3 +19,8 @@ defs = dg.Definitions(
 def features_job():
     """The features job, resolved (for `build_reconstructable_job`: runs in other processes)."""
     return defs.resolve_job_def("features_job")
+
+
+def features_celery_job():
+    """The Celery variant, resolved (workers reconstruct it from this function)."""
+    return defs.resolve_job_def("features_celery_job")

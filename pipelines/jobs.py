@@ -4,6 +4,7 @@ reviews."""
 import os
 
 import dagster as dg
+from dagster_celery import celery_executor
 from sqlalchemy import func, select
 
 from oms.tables import FraudReview
@@ -15,6 +16,16 @@ features_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("features"),
     partitions_def=monthly,
     description="Return and line features for one month, and the product snapshots.",
+)
+# The same job with its steps on Celery workers (production profile: broker RabbitMQ or Redis, run and
+# event storage on PostgreSQL so that workers and the run coordinator share it). Broker and backend come
+# from run config (execution.config.broker), default pyamqp://guest@localhost:5672//.
+features_celery_job = dg.define_asset_job(
+    "features_celery_job",
+    selection=dg.AssetSelection.groups("features"),
+    partitions_def=monthly,
+    executor_def=celery_executor,
+    description="features_job on Celery workers.",
 )
 analytics_job = dg.define_asset_job(
     "analytics_job",
@@ -48,6 +59,6 @@ def new_reviews_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
     return dg.SkipReason(f"{reviews - seen} new reviews since the last retraining (threshold {threshold})")
 
 
-JOBS = [features_job, analytics_job, models_job]
+JOBS = [features_job, features_celery_job, analytics_job, models_job]
 SCHEDULES = [daily_features, daily_analytics, weekly_retraining]
 SENSORS = [new_reviews_sensor]
