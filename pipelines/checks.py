@@ -12,7 +12,7 @@ from pipelines.assets.features import return_features
 from pipelines.partitions import month_window
 from pipelines.resources import DatabaseResource
 
-LEAKAGE_SAMPLE = 15
+LEAKAGE_SAMPLE = 8
 
 
 def _this_partition(
