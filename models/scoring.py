@@ -72,4 +72,5 @@ def write_scores(
         )
         for start in range(0, len(records), 5_000):
             connection.execute(ReturnScore.__table__.insert(), records[start : start + 5_000])
+        connection.exec_driver_sql("ANALYZE return_scores")  # the review queue's plans need fresh statistics
     return len(records)

@@ -331,13 +331,19 @@ def notify(
 @app.command("demo")
 def demo(
     serve: Annotated[
-        bool, typer.Option("--serve/--no-serve", help="Serve the API and dashboards after.")
+        bool, typer.Option("--serve/--no-serve", help="Serve the API, dashboards, Dagster and MLflow after.")
     ] = True,
+    data: Annotated[
+        str, typer.Option(help="'simulated' (default) or 'uci' (the UCI Online Retail file).")
+    ] = "simulated",
+    customers: Annotated[int, typer.Option(min=500, help="Size of the simulated retailer.")] = 8_000,
 ) -> None:
     """Run the main job end to end on the embedded defaults."""
     from recoup.demo import run_demo
 
-    run_demo(out, serve=serve)
+    if data not in ("simulated", "uci"):
+        raise Failure(f"unknown --data {data!r}; expected 'simulated' or 'uci'")
+    run_demo(out, serve=serve, data=data, customers=customers)
 
 
 def _safe_url(url: str) -> str:

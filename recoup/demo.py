@@ -177,9 +177,12 @@ def _materialise(console: Console, reviews: int) -> None:
                 f"      check {check.check_name}: {verdict}"
                 + (f" ({reason.value})" if reason is not None else "")
             )
-        if not result.success:
-            failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        gates = {f"{check.asset_key.to_user_string()}_{check.check_name}" for check in result.get_asset_check_evaluations() if not check.passed}
+        failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE" and e.step_key not in gates]
+        if failed:
             raise RuntimeError(f"assets failed: {', '.join(failed)}")
+        if gates:
+            console.print("      a gate refused its challenger: no new champion (the API scores with the previous one, or degrades to the policy rules)")
         console.print(f"      {' and '.join(groups)} in {time.perf_counter() - started:.1f} s")
 
 
@@ -272,10 +275,9 @@ def _serve(console: Console, settings, var: Path, key: str, user: str, password:
         )
     logs = var / "logs"
     logs.mkdir(exist_ok=True)
+    log_files = {name: open(logs / f"{name}.log", "w") for name in commands}  # noqa: SIM115 - live for the processes
     processes = {
-        name: subprocess.Popen(
-            command, cwd=root, env=env, stdout=open(logs / f"{name}.log", "w"), stderr=subprocess.STDOUT
-        )
+        name: subprocess.Popen(command, cwd=root, env=env, stdout=log_files[name], stderr=subprocess.STDOUT)
         for name, command in commands.items()
     }
     order = _sample_order(engine)
@@ -309,6 +311,8 @@ def _serve(console: Console, settings, var: Path, key: str, user: str, password:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+        for handle in log_files.values():
+            handle.close()
 
 
 def _sample_order(engine) -> str:

@@ -11,7 +11,11 @@ from oms.tables import metadata
 
 def test_migrations_match_tables(engine: Engine) -> None:
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        from oms.migrations_filter import include_name
+
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_name": include_name}
+        )
         differences = compare_metadata(context, metadata)
     assert differences == []
 

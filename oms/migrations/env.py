@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from oms.db import make_engine
+from oms.migrations_filter import include_name
 from oms.tables import metadata
 
 config = context.config
@@ -14,6 +15,7 @@ def run_migrations() -> None:
     connection = config.attributes.get("connection")
     options = {
         "target_metadata": metadata,
+        "include_name": include_name,
         "render_as_batch": True,  # SQLite alters tables by copying them
         "compare_type": True,
     }
