@@ -88,9 +88,35 @@ TEMPLATES: dict[str, Callable[[float, float], str]] = {
 }
 
 
+ORDER_FEATURES = {
+    "days_since_purchase",
+    "days_left_in_window",
+    "return_share_of_order",
+    "order_value",
+    "order_units",
+    "order_lines",
+    "gift_card_share",
+    "cash_share",
+    "tender_count",
+}
+
+
+def _missing(name: str) -> str:
+    """Why a feature has no value, said the way an analyst would."""
+    if name in ORDER_FEATURES:
+        return "No order to check it against (a receiptless return)"
+    if name.startswith("cust_") or name == "customer_tenure_days":
+        return "No customer history to go on (guest or new account)"
+    if name.startswith("emp_"):
+        return "No employee recorded on the return"
+    if name.startswith("store_"):
+        return "No store recorded on the return"
+    return f"{DESCRIPTIONS.get(name, name).capitalize()}: unknown"
+
+
 def sentence(name: str, value: float, typical: float) -> str:
     if math.isnan(value):
-        return f"{DESCRIPTIONS.get(name, name).capitalize()}: unknown"
+        return _missing(name)
     typical = 0.0 if typical is None or math.isnan(typical) else typical
     if name in TEMPLATES:
         return TEMPLATES[name](value, typical)
