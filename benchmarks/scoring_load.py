@@ -31,7 +31,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, fresh_postgres, load  # noqa: E402
+from _common import ROOT, fresh_postgres, load
 
 
 def history_now(order_lines: int, out: Path, url: str) -> None:
@@ -40,7 +40,9 @@ def history_now(order_lines: int, out: Path, url: str) -> None:
 
     today = dt.date.today()
     start = (pd.Timestamp(today) - pd.DateOffset(months=18)).date().replace(day=1)
-    result = simulate(SimulationConfig(customers=int(order_lines / 10.5), months=18, seed=42, start=start), out)
+    result = simulate(
+        SimulationConfig(customers=int(order_lines / 10.5), months=18, seed=42, start=start), out
+    )
     print(f"simulated {result.tables['order_lines']:,} order lines ({start} .. {today})", flush=True)
     load(out, url)
 
@@ -51,7 +53,6 @@ def prepare_models(url: str, var: Path) -> None:
     from models.training import fraud_challenger, gate_fraud, gate_recovery, recovery_challenger
     from oms.db import make_engine
     from oms.frames import load_frame
-
     from oms.migrate import upgrade
 
     upgrade(url)
@@ -61,9 +62,13 @@ def prepare_models(url: str, var: Path) -> None:
     registry.configure(f"sqlite:///{var / 'mlflow.db'}", str(var / "mlartifacts"))
     features = fraud_features(engine)
     reviews = load_frame(engine, "fraud_reviews", ["return_id", "reviewed_at", "outcome", "source"])
-    result, version = fraud_challenger(features, reviews, capacity=0.02, artifact_root=str(var / "mlartifacts"))
+    result, version = fraud_challenger(
+        features, reviews, capacity=0.02, artifact_root=str(var / "mlartifacts")
+    )
     gate_fraud(result, version)
-    recovery, recovery_version, _ = recovery_challenger(line_features(engine), artifact_root=str(var / "mlartifacts"))
+    recovery, recovery_version, _ = recovery_challenger(
+        line_features(engine), artifact_root=str(var / "mlartifacts")
+    )
     gate_recovery(recovery, recovery_version)
     print(f"snapshots and champion models ready in {time.perf_counter() - started:.0f} s", flush=True)
 
@@ -85,7 +90,9 @@ def score_bodies(url: str, count: int) -> list[bytes]:
     orders = load_frame(engine, "orders", ["order_id", "channel", "location_id", "placed_at"])
     returned = set(load_frame(engine, "returns", ["order_id"])["order_id"].dropna())
     orders = orders[~orders["order_id"].isin(returned)]
-    recent = orders[orders["placed_at"] > orders["placed_at"].max() - pd.Timedelta(days=12)].sample(min(count, 20_000), random_state=1, replace=True)
+    recent = orders[orders["placed_at"] > orders["placed_at"].max() - pd.Timedelta(days=12)].sample(
+        min(count, 20_000), random_state=1, replace=True
+    )
     bodies = []
     for order in recent.itertuples():
         store = order.channel == "store"
@@ -115,7 +122,9 @@ class Client:
         return response.status
 
 
-def closed_loop(port: int, key: str, method: str, path: str, bodies: list[bytes] | None, clients: int, seconds: float) -> dict:
+def closed_loop(
+    port: int, key: str, method: str, path: str, bodies: list[bytes] | None, clients: int, seconds: float
+) -> dict:
     latencies: list[float] = []
     errors = [0]
     deadline = time.perf_counter() + seconds
@@ -142,7 +151,9 @@ def closed_loop(port: int, key: str, method: str, path: str, bodies: list[bytes]
     return _figures(latencies, errors[0], time.perf_counter() - started)
 
 
-def open_loop(port: int, key: str, bodies: list[bytes], rate: float, seconds: float, clients: int = 8) -> dict:
+def open_loop(
+    port: int, key: str, bodies: list[bytes], rate: float, seconds: float, clients: int = 8
+) -> dict:
     """Requests sent on a fixed schedule (latency measured from the scheduled time: no coordinated omission)."""
     latencies: list[float] = []
     errors = [0]
@@ -185,7 +196,10 @@ def _figures(latencies: list[float], errors: int, seconds: float) -> dict:
 
 
 def show(name: str, f: dict) -> None:
-    print(f"{name:<34} {f['requests']:>8,} req {f['throughput']:>8,.0f} req/s  p50 {f['p50']:6.2f}  p95 {f['p95']:6.2f}  p99 {f['p99']:6.2f} ms  errors {f['errors']}", flush=True)
+    print(
+        f"{name:<34} {f['requests']:>8,} req {f['throughput']:>8,.0f} req/s  p50 {f['p50']:6.2f}  p95 {f['p95']:6.2f}  p99 {f['p99']:6.2f} ms  errors {f['errors']}",
+        flush=True,
+    )
 
 
 def rss_mib(pid: int) -> float:
@@ -197,7 +211,9 @@ def rss_mib(pid: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", help="a PostgreSQL database already holding the history (else simulate one)")
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--rate", type=float, default=300)
@@ -219,9 +235,26 @@ def main() -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        env = {**os.environ, "RECOUP_DATABASE_URL": url, "RECOUP_VAR_DIR": str(var), "RECOUP_ENV": "development"}
+        env = {
+            **os.environ,
+            "RECOUP_DATABASE_URL": url,
+            "RECOUP_VAR_DIR": str(var),
+            "RECOUP_ENV": "development",
+        }
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
             cwd=ROOT,
             env=env,
         )
@@ -232,7 +265,9 @@ def main() -> None:
                         break
                 except OSError:
                     time.sleep(0.1)
-            closed_loop(port, key, "POST", "/v1/returns/score", bodies, 4, 5)  # warm-up: statement caches, JIT-free paths
+            closed_loop(
+                port, key, "POST", "/v1/returns/score", bodies, 4, 5
+            )  # warm-up: statement caches, JIT-free paths
             floor = closed_loop(port, key, "GET", "/v1/ping", None, args.clients, 10)
             show("floor: GET /v1/ping (max)", floor)
             fixed = open_loop(port, key, bodies, args.rate, args.seconds, args.clients)
@@ -245,7 +280,9 @@ def main() -> None:
                 soak = open_loop(port, key, bodies, args.soak_rate, args.soak, args.clients)
                 after = rss_mib(server.pid)
                 show(f"soak {args.soak:.0f} s at {args.soak_rate:.0f} req/s", soak)
-                print(f"server memory {before:,.0f} MiB -> {after:,.0f} MiB ({(after - before) / before:+.1%})")
+                print(
+                    f"server memory {before:,.0f} MiB -> {after:,.0f} MiB ({(after - before) / before:+.1%})"
+                )
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=20)
