@@ -118,3 +118,13 @@ def test_backfill_runs_on_the_multiprocess_executor(
             assert {"return_features", "return_line_features", "product_stats"} <= steps
     frames = Path(tmp_path / "var" / "dagster" / "frames" / "return_features")
     assert sorted(p.stem for p in frames.glob("*.parquet")) == months
+
+
+def test_repository_dagster_yaml_keeps_storage_under_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(tmp_path)
+    with dg.DagsterInstance.from_config(str(root)) as instance:
+        assert instance.run_storage is not None
+        run = instance.create_run_for_job(defs.resolve_job_def("analytics_job"))
+        assert instance.get_run_by_id(run.run_id) is not None
+    assert (tmp_path / "var" / "dagster" / "storage").is_dir()
