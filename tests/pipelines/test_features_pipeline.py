@@ -77,50 +77,72 @@ def test_partition_range_materialises_in_process(history: Engine, database_url: 
         assert set(lines["return_id"]) == set(frame["return_id"])
 
 
-def test_backfill_runs_on_the_multiprocess_executor(
-    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Every partition holding data, one run each, steps in parallel processes (SQLite: the multiprocess
-    mechanics do not depend on the backend, and each step process costs seconds of imports)."""
+BACKFILL = """
+import json, sys
+import dagster as dg
+job = dg.build_reconstructable_job("pipelines.definitions", "features_job")
+steps = {}
+with dg.instance_for_test(temp_dir=sys.argv[1]) as instance:
+    for month in sys.argv[2:]:
+        result = dg.execute_job(
+            job,
+            instance,
+            run_config={"execution": {"config": {"multiprocess": {
+                "max_concurrent": 2,
+                "start_method": {"forkserver": {"preload_modules": ["pipelines.definitions"]}},
+            }}}},
+            tags={"dagster/partition": month},
+        )
+        steps[month] = sorted(e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS") if result.success else None
+print(json.dumps(steps))
+"""
+
+
+def test_backfill_runs_on_the_multiprocess_executor(sqlite_template: Path, tmp_path: Path) -> None:
+    """Every partition holding data, one run each, steps in parallel processes. The run happens in a
+    fresh interpreter: a forkserver started inside the test process would keep the environment of
+    whichever test started it first."""
+    import json
+    import os
+    import subprocess
+    import sys
+
     from oms.db import make_engine
     from tests.conftest import fresh_sqlite
 
     database_url = fresh_sqlite(sqlite_template, tmp_path)
     simulate(SimulationConfig(customers=800, months=2, seed=5), tmp_path / "retailer")
     import_directory(tmp_path / "retailer", make_engine(database_url))
-    monkeypatch.setenv("RECOUP_DATABASE_URL", database_url)
     months = MONTHS[:2]
-    job = dg.build_reconstructable_job("pipelines.definitions", "features_job")
     (tmp_path / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
-        for month in months:
-            result = dg.execute_job(
-                job,
-                instance,
-                run_config={
-                    "execution": {
-                        "config": {
-                            "multiprocess": {
-                                "max_concurrent": 2,
-                                "start_method": {
-                                    "forkserver": {"preload_modules": ["pipelines.definitions"]}
-                                },
-                            }
-                        }
-                    }
-                },
-                tags={"dagster/partition": month},
-            )
-            assert result.success, month
-            steps = {
-                event.step_key for event in result.all_events if event.event_type_value == "STEP_SUCCESS"
-            }
-            assert {"return_features", "return_line_features", "product_stats"} <= steps
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "RECOUP_DATABASE_URL": database_url,
+        "RECOUP_VAR_DIR": str(tmp_path / "var"),
+        "PYTHONPATH": str(root),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", BACKFILL, str(tmp_path / "dagster"), *months],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = json.loads(done.stdout.strip().splitlines()[-1])
+    for month in months:
+        assert steps[month] is not None, (month, done.stderr[-3000:])
+        assert {"return_features", "return_line_features", "product_stats"} <= set(steps[month])
     frames = Path(tmp_path / "var" / "dagster" / "frames" / "return_features")
     assert sorted(p.stem for p in frames.glob("*.parquet")) == months
 
 
-def test_repository_dagster_yaml_keeps_storage_under_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_repository_dagster_yaml_keeps_storage_under_var(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(tmp_path)
     with dg.DagsterInstance.from_config(str(root)) as instance:
