@@ -8,6 +8,7 @@ gates, batch scores, analytics) on a persistent Dagster instance under var/dagst
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import secrets
@@ -177,12 +178,22 @@ def _materialise(console: Console, reviews: int) -> None:
                 f"      check {check.check_name}: {verdict}"
                 + (f" ({reason.value})" if reason is not None else "")
             )
-        gates = {f"{check.asset_key.to_user_string()}_{check.check_name}" for check in result.get_asset_check_evaluations() if not check.passed}
-        failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE" and e.step_key not in gates]
+        gates = {
+            f"{check.asset_key.to_user_string()}_{check.check_name}"
+            for check in result.get_asset_check_evaluations()
+            if not check.passed
+        }
+        failed = [
+            e.step_key
+            for e in result.all_events
+            if e.event_type_value == "STEP_FAILURE" and e.step_key not in gates
+        ]
         if failed:
             raise RuntimeError(f"assets failed: {', '.join(failed)}")
         if gates:
-            console.print("      a gate refused its challenger: no new champion (the API scores with the previous one, or degrades to the policy rules)")
+            console.print(
+                "      a gate refused its challenger: no new champion (the API scores with the previous one, or degrades to the policy rules)"
+            )
         console.print(f"      {' and '.join(groups)} in {time.perf_counter() - started:.1f} s")
 
 
@@ -217,7 +228,7 @@ def _free(port: int) -> bool:
 
 def _serve(console: Console, settings, var: Path, key: str, user: str, password: str, engine) -> None:
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ}
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     python = sys.executable
     bin_dir = Path(python).parent
     commands = {
@@ -277,7 +288,14 @@ def _serve(console: Console, settings, var: Path, key: str, user: str, password:
     logs.mkdir(exist_ok=True)
     log_files = {name: open(logs / f"{name}.log", "w") for name in commands}  # noqa: SIM115 - live for the processes
     processes = {
-        name: subprocess.Popen(command, cwd=root, env=env, stdout=log_files[name], stderr=subprocess.STDOUT)
+        name: subprocess.Popen(
+            command,
+            cwd=root,
+            env=env,
+            stdout=log_files[name],
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         for name, command in commands.items()
     }
     order = _sample_order(engine)
@@ -295,6 +313,11 @@ def _serve(console: Console, settings, var: Path, key: str, user: str, password:
         highlight=False,
         soft_wrap=True,
     )
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # `kill` stops the demo as cleanly as Ctrl-C
     try:
         while all(p.poll() is None for p in processes.values()):
             time.sleep(1)
@@ -304,15 +327,18 @@ def _serve(console: Console, settings, var: Path, key: str, user: str, password:
         console.print("stopping")
     finally:
         for process in processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+            _signal_group(process, signal.SIGTERM)
         for process in processes.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            _signal_group(process, signal.SIGKILL)
         for handle in log_files.values():
             handle.close()
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
 
 
 def _sample_order(engine) -> str:
