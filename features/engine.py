@@ -124,6 +124,11 @@ def _search_in_blocks(
     lo, hi = start.copy(), end.copy()
     if len(sorted_time) == 0:
         return lo
+    if len(lo) <= 8:  # online (one request): a searchsorted per block beats the vectorised loop
+        for i in range(len(lo)):
+            if lo[i] < hi[i]:
+                lo[i] += np.searchsorted(sorted_time[lo[i] : hi[i]], value[i], side="left")
+        return lo
     while True:
         active = lo < hi
         if not active.any():

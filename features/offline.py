@@ -3,15 +3,17 @@ and batch scoring), and the product snapshots the online path reads."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, delete
 
 from features import engine
 from features.catalogue import FRAUD_FEATURES_V1, LINE_FEATURES_V1, Feature, names
-from features.sources import build_history, load_offline, product_snapshot_rows
+from features.sources import build_history, load_offline, location_snapshot_rows, product_snapshot_rows
 from oms.frames import load_frame
-from oms.tables import ProductStats
+from oms.tables import LocationStats, ProductStats
 
 
 def fraud_features(
@@ -120,8 +122,12 @@ def line_features(
     )
 
 
-def write_product_snapshots(bind: Engine) -> int:
-    """Rebuild `product_stats` from the whole history (what online serving reads)."""
+def write_product_snapshots(bind: Engine, *, now: dt.datetime | None = None) -> int:
+    """Rebuild the snapshots online serving reads, `product_stats` and `location_stats`, from the whole
+    history. Only complete days are written (as of 00:00 UTC today at the latest): a row for tomorrow
+    would miss the rest of today's events."""
+    today = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    last_day = int((today - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(days=1))
     returns = load_frame(
         bind,
         "returns",
@@ -158,12 +164,36 @@ def write_product_snapshots(bind: Engine) -> int:
     reviews = load_frame(bind, "fraud_reviews", ["return_id", "reviewed_at", "outcome"])
     history = build_history(returns, lines, orders, order_lines, payments, products, reviews)
     rows = product_snapshot_rows(history.product_events)
+    rows = rows[rows["day"] <= last_day]
+    assert history.store_events is not None and history.store_orders is not None
+    locations = location_snapshot_rows(history.store_events, history.store_orders)
+    locations = locations[locations["day"] <= last_day]
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     with bind.begin() as connection:
         connection.execute(delete(ProductStats))
+        connection.execute(delete(LocationStats))
         if len(rows):
             _bulk_insert(connection, "product_stats", rows)
+        if len(locations):
+            connection.execute(
+                LocationStats.__table__.insert(),
+                [
+                    {
+                        "location_id": location,
+                        "day": int(day),
+                        "as_of": epoch + dt.timedelta(days=int(day)),
+                        "returns": int(returns),
+                        "receiptless": int(receiptless),
+                        "orders": int(orders),
+                    }
+                    for location, day, returns, receiptless, orders in locations.itertuples(
+                        index=False, name=None
+                    )
+                ],
+            )
         connection.exec_driver_sql("ANALYZE product_stats")
-    return len(rows)
+        connection.exec_driver_sql("ANALYZE location_stats")
+    return len(rows) + len(locations)
 
 
 def _bulk_insert(connection: Connection, table: str, rows: pd.DataFrame) -> None:

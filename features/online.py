@@ -111,14 +111,30 @@ SELECT 'review', r.customer_id, NULL, NULL, f.reviewed_at, f.outcome
 FROM fraud_reviews f JOIN returns r ON r.return_id = f.return_id
 WHERE f.reviewed_at < :t AND r.customer_id IN (SELECT customer_id FROM uses UNION SELECT id FROM me)"""
 
-STORE_AND_EMPLOYEE = """
+# store windows from the latest location snapshot plus the rows after it (exact at any snapshot age);
+# a busy returns centre takes thousands of returns a month, so counting them row by row would dominate
+_SNAP = "(SELECT as_of, returns, receiptless, orders FROM location_stats WHERE location_id = :location_id AND day <= :{day} ORDER BY day DESC LIMIT 1)"
+_AFTER = "COALESCE((SELECT as_of FROM {snap}), :epoch)"
+
+STORE_AND_EMPLOYEE = f"""
+WITH snap_t AS {_SNAP.format(day="day")}, snap_s AS {_SNAP.format(day="day30")},
+ret_t AS (SELECT COUNT(*) AS n, COUNT(CASE WHEN order_id IS NULL THEN 1 END) AS receiptless FROM returns
+          WHERE location_id = :location_id AND requested_at >= {_AFTER.format(snap="snap_t")} AND requested_at < :t),
+ret_s AS (SELECT COUNT(*) AS n, COUNT(CASE WHEN order_id IS NULL THEN 1 END) AS receiptless FROM returns
+          WHERE location_id = :location_id AND requested_at >= {_AFTER.format(snap="snap_s")} AND requested_at < :since30),
+ord_t AS (SELECT COUNT(*) AS n FROM orders
+          WHERE location_id = :location_id AND placed_at >= {_AFTER.format(snap="snap_t")} AND placed_at < :t),
+ord_s AS (SELECT COUNT(*) AS n FROM orders
+          WHERE location_id = :location_id AND placed_at >= {_AFTER.format(snap="snap_s")} AND placed_at < :since30),
+emp AS (SELECT COUNT(*) AS n, COUNT(CASE WHEN order_id IS NULL THEN 1 END) AS receiptless,
+               COUNT(CASE WHEN refund_method = 'cash' THEN 1 END) AS cash FROM returns
+        WHERE employee_id = :employee_id AND requested_at >= :since30 AND requested_at < :t)
 SELECT
-  (SELECT COUNT(*) FROM returns WHERE location_id = :location_id AND requested_at >= :since30 AND requested_at < :t),
-  (SELECT COUNT(*) FROM returns WHERE location_id = :location_id AND requested_at >= :since30 AND requested_at < :t AND order_id IS NULL),
-  (SELECT COUNT(*) FROM orders WHERE location_id = :location_id AND placed_at >= :since30 AND placed_at < :t),
-  (SELECT COUNT(*) FROM returns WHERE employee_id = :employee_id AND requested_at >= :since30 AND requested_at < :t),
-  (SELECT COUNT(*) FROM returns WHERE employee_id = :employee_id AND requested_at >= :since30 AND requested_at < :t AND order_id IS NULL),
-  (SELECT COUNT(*) FROM returns WHERE employee_id = :employee_id AND requested_at >= :since30 AND requested_at < :t AND refund_method = 'cash')"""
+  COALESCE((SELECT returns FROM snap_t), 0) + (SELECT n FROM ret_t) - COALESCE((SELECT returns FROM snap_s), 0) - (SELECT n FROM ret_s),
+  COALESCE((SELECT receiptless FROM snap_t), 0) + (SELECT receiptless FROM ret_t)
+    - COALESCE((SELECT receiptless FROM snap_s), 0) - (SELECT receiptless FROM ret_s),
+  COALESCE((SELECT orders FROM snap_t), 0) + (SELECT n FROM ord_t) - COALESCE((SELECT orders FROM snap_s), 0) - (SELECT n FROM ord_s),
+  (SELECT n FROM emp), (SELECT receiptless FROM emp), (SELECT cash FROM emp)"""
 
 PRODUCTS = (
     "SELECT sku, style_id, category, size, list_price, return_window_days FROM products WHERE sku IN ({skus})"
@@ -142,6 +158,29 @@ def product_stats_sql(count: int) -> str:
     ]
     return " UNION ALL ".join(parts)
 
+
+# PostgreSQL only: the request's skus resolved in SQL (the order line's sku, else the one given), so that
+# products and their snapshot rows come in the first round trip instead of a second one
+_WANTED_PG = """
+WITH wanted AS (
+    SELECT DISTINCT COALESCE(ol.sku, r.sku) AS sku
+    FROM unnest(:line_nos::int[], :skus::text[]) AS r(line_no, sku)
+    LEFT JOIN (order_lines ol JOIN products op ON op.sku = ol.sku)
+        ON ol.order_id = :order_id AND ol.line_no = r.line_no
+)"""
+
+PRODUCTS_PG = f"""{_WANTED_PG}
+SELECT p.sku, p.style_id, p.category, p.size, p.list_price, p.return_window_days
+FROM products p WHERE p.sku IN (SELECT sku FROM wanted)"""
+
+PRODUCT_STATS_PG = f"""{_WANTED_PG}
+SELECT s.level, s.key, s.sold_units, s.returned_units
+FROM wanted w LEFT JOIN products p ON p.sku = w.sku
+CROSS JOIN LATERAL (VALUES ('sku', w.sku), ('style', p.style_id), ('category', p.category)) AS k(level, key)
+CROSS JOIN LATERAL (
+    SELECT ps.level, ps.key, ps.sold_units, ps.returned_units FROM product_stats ps
+    WHERE ps.level = k.level AND ps.key = k.key AND ps.day <= :day ORDER BY ps.day DESC LIMIT 1
+) AS s"""
 
 _NAMED = re.compile(r"(?<!:):([a-z_0-9]+)")
 
@@ -238,22 +277,40 @@ def gather(connection: Connection, request: OnlineRequest) -> tuple[Requests, Hi
         "since30": db.time(t - dt.timedelta(days=30)),
         "location_id": request.location_id,
         "employee_id": request.employee_id,
+        "day": t_us // DAY_US,
+        "day30": (t_us - 30 * DAY_US) // DAY_US,
+        "epoch": db.time(EPOCH),
     }
 
     def only(*names: str) -> dict[str, Any]:
         return {name: params[name] for name in names}
 
-    order_rows, payment_rows, customer_rows, cust_order_rows, cust_return_rows, link_rows, counts = db.run(
-        [
-            (db.sql(ORDER_LINES), only("order_id")),
-            (db.sql(PAYMENTS), only("order_id")),
-            (db.sql(CUSTOMER_ROW), only("customer_id", "order_id")),
-            (db.sql(CUSTOMER_ORDERS), only("customer_id", "order_id", "since", "t")),
-            (db.sql(CUSTOMER_RETURNS), only("customer_id", "order_id", "t")),
-            (db.sql(LINKS_AND_REVIEWS), only("customer_id", "order_id", "t")),
-            (db.sql(STORE_AND_EMPLOYEE), only("location_id", "employee_id", "since30", "t")),
+    statements = [
+        (db.sql(ORDER_LINES), only("order_id")),
+        (db.sql(PAYMENTS), only("order_id")),
+        (db.sql(CUSTOMER_ROW), only("customer_id", "order_id")),
+        (db.sql(CUSTOMER_ORDERS), only("customer_id", "order_id", "since", "t")),
+        (db.sql(CUSTOMER_RETURNS), only("customer_id", "order_id", "t")),
+        (db.sql(LINKS_AND_REVIEWS), only("customer_id", "order_id", "t")),
+        (
+            db.sql(STORE_AND_EMPLOYEE),
+            only("location_id", "employee_id", "since30", "t", "day", "day30", "epoch"),
+        ),
+    ]
+    if db.postgres:
+        products_params = {
+            "order_id": request.order_id,
+            "line_nos": [line.order_line_no for line in request.lines],
+            "skus": [line.sku for line in request.lines],
+        }
+        statements += [
+            (db.sql(PRODUCTS_PG), products_params),
+            (db.sql(PRODUCT_STATS_PG), {**products_params, "day": t_us // DAY_US}),
         ]
-    )
+    results = db.run(statements)
+    order_rows, payment_rows, customer_rows, cust_order_rows, cust_return_rows, link_rows, counts = results[
+        :7
+    ]
     by_line = {row[2]: row for row in order_rows}
     skus = [
         by_line[line.order_line_no][3] if line.order_line_no in by_line else line.sku
@@ -261,7 +318,9 @@ def gather(connection: Connection, request: OnlineRequest) -> tuple[Requests, Hi
     ]
     wanted = sorted({sku for sku in skus if sku is not None})
     product_rows, stat_rows = (
-        db.run(
+        results[7:]
+        if db.postgres
+        else db.run(
             [
                 (db.sql(PRODUCTS, len(wanted)), db.sku_params(wanted)),
                 (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.catalogue import DAY_US
 from features.engine import Arrays, History, Requests, day_start
 from oms.frames import load_frame
 
@@ -19,8 +20,12 @@ CUSTOMER_HISTORY_DAYS = 365
 
 def _text(values) -> np.ndarray:
     """Object array with None for missing values."""
-    series = pd.Series(values, dtype=object)
-    return series.where(series.notna(), None).to_numpy(dtype=object)
+    out = np.empty(len(values), dtype=object)
+    out[:] = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else values
+    missing = pd.isna(out)
+    if missing.any():
+        out[missing] = None
+    return out
 
 
 def _micros(values) -> np.ndarray:
@@ -373,3 +378,33 @@ def product_snapshot_rows(product_events: dict[str, Arrays]) -> pd.DataFrame:
         merged["returned_units"] = merged.groupby("key")["returned"].cumsum().astype(np.int64)
         frames.append(merged[["key", "day", "sold_units", "returned_units"]].assign(level=level))
     return pd.concat(frames, ignore_index=True)[["level", "key", "day", "sold_units", "returned_units"]]
+
+
+def location_snapshot_rows(store_events: Arrays, store_orders: Arrays) -> pd.DataFrame:
+    """Cumulative returns, receiptless returns and orders per location as of 00:00 UTC of each day after
+    activity (events strictly before the day)."""
+    returns = pd.DataFrame(
+        {
+            "location_id": store_events["location_id"],
+            "day": store_events["t"] // DAY_US + 1,
+            "returns": 1.0,
+            "receiptless": store_events["receiptless"],
+            "orders": 0.0,
+        }
+    )
+    orders = pd.DataFrame(
+        {
+            "location_id": store_orders["location_id"],
+            "day": store_orders["t"] // DAY_US + 1,
+            "returns": 0.0,
+            "receiptless": 0.0,
+            "orders": 1.0,
+        }
+    )
+    both = pd.concat([returns, orders], ignore_index=True)
+    both = both[both["location_id"].notna()]
+    daily = both.groupby(["location_id", "day"], as_index=False, sort=True)[
+        ["returns", "receiptless", "orders"]
+    ].sum()
+    counts = daily.groupby("location_id")[["returns", "receiptless", "orders"]].cumsum().astype(np.int64)
+    return pd.concat([daily[["location_id", "day"]].astype({"day": np.int64}), counts], axis=1)

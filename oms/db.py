@@ -18,7 +18,8 @@ def normalise_url(url: str) -> str:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for `url`; SQLite gets foreign keys, WAL and a busy timeout, PostgreSQL UTC sessions."""
+    """An engine for `url`; SQLite gets foreign keys, WAL and a busy timeout, PostgreSQL UTC sessions
+    with generic plans for prepared statements."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -47,5 +48,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
 
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("connect_args", {"options": "-c timezone=UTC"})
+    # psycopg prepares a statement once a connection has run it 5 times (the hot paths: scoring, online
+    # features, lifecycle lookups). Generic plans keep PostgreSQL from re-planning those on every call;
+    # the online features' lateral snapshot lookups cost more to plan than to run.
+    kwargs.setdefault(
+        "connect_args", {"options": "-c timezone=UTC -c plan_cache_mode=force_generic_plan"}
+    )
     return create_engine(url, **kwargs)

@@ -458,6 +458,22 @@ class ProductStats(Base):
     __table_args__ = (one_of("level", ("sku", "style", "category")),)
 
 
+class LocationStats(Base):
+    """Daily snapshots of returns (all and receiptless) and orders per location (cumulative, as of
+    `as_of` = 00:00 UTC of `day`). Serving adds the rows after `as_of` to the latest snapshot, so a
+    30-day window at a busy returns centre reads two snapshot rows and two partial days instead of
+    thousands of rows, and stays exact however old the snapshot is."""
+
+    __tablename__ = "location_stats"
+
+    location_id: Mapped[str] = mapped_column(primary_key=True)
+    day: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # days since 1970-01-01
+    as_of: Mapped[dt.datetime]
+    returns: Mapped[int] = mapped_column(BigInteger)
+    receiptless: Mapped[int] = mapped_column(BigInteger)
+    orders: Mapped[int] = mapped_column(BigInteger)
+
+
 class ServingLog(Base):
     """Every score the API served: its feature vector, model version, score and latency (for skew checks)."""
 

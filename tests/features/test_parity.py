@@ -89,6 +89,38 @@ def test_online_equals_offline_for_every_feature(loaded: Engine) -> None:
     assert len(varying) > 0.8 * len(FRAUD_FEATURES_V1)
 
 
+@pytest.mark.parametrize("snapshot", ["mid_history", "none"])
+def test_store_windows_are_exact_whatever_the_snapshot_age(loaded: Engine, snapshot: str) -> None:
+    """Online store windows add the rows after the latest location snapshot, so a lagging snapshot job
+    (or none at all) costs time, never correctness."""
+    from sqlalchemy import delete
+
+    from oms.tables import LocationStats
+
+    offline = fraud_features(loaded).set_index("return_id")
+    returns = load_frame(loaded, "returns").set_index("return_id")
+    if snapshot == "mid_history":
+        middle = returns["requested_at"].sort_values().iloc[len(returns) // 2].to_pydatetime()
+        write_product_snapshots(loaded, now=middle)
+        with loaded.connect() as connection:
+            days = connection.exec_driver_sql("SELECT COUNT(*), MAX(day) FROM location_stats").one()
+        assert days[0] > 0 and days[1] <= (middle - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)).days
+    else:
+        with loaded.begin() as connection:
+            connection.execute(delete(LocationStats))
+    lines = load_frame(loaded, "return_lines").sort_values(["return_id", "line_no"])
+    by_return = dict(tuple(lines.groupby("return_id", sort=False)))
+    store = [f for f in FRAUD_FEATURES_V1 if f.name.startswith("store_")]
+    assert len(store) == 3
+    sample = offline[returns.loc[offline.index, "location_id"].notna()].sample(150, random_state=5).index
+    with loaded.connect() as connection:
+        for return_id in sample:
+            online = online_features(connection, _request(returns.loc[return_id], by_return[return_id]))
+            for feature in store:
+                a, b = offline.at[return_id, feature.name], online[feature.name]
+                assert _same(a, b, feature.is_count), (return_id, feature.name, a, b)
+
+
 def test_no_feature_sees_its_own_future(loaded: Engine) -> None:
     offline = fraud_features(loaded).set_index("return_id")
     ids = list(offline.sample(25, random_state=3).index)
