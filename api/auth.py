@@ -69,7 +69,9 @@ class ApiKeyMiddleware:
                 scope, receive, send
             )
             return
-        principal = await anyio.to_thread.run_sync(state.keys.get, state.engine, token)
+        known, principal = state.keys.cached(token)
+        if not known:
+            principal = await anyio.to_thread.run_sync(state.keys.get, state.engine, token)
         if principal is None:
             await _error(401, "unauthenticated", "the API key is unknown or revoked")(scope, receive, send)
             return

@@ -288,7 +288,9 @@ def _online_request(request: CreateReturn, now: dt.datetime) -> OnlineRequest:
         t=now,
         channel=request.channel,
         lines=tuple(
-            RequestLine(quantity=line.quantity, reason=line.reason, order_line_no=line.order_line_no, sku=line.sku)
+            RequestLine(
+                quantity=line.quantity, reason=line.reason, order_line_no=line.order_line_no, sku=line.sku
+            )
             for line in request.lines
         ),
         order_id=request.order_id,

@@ -29,6 +29,14 @@ class KeyCache:
         self._entries: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, token: str) -> tuple[bool, Principal | None]:
+        """(True, principal) when the token was verified less than `ttl` seconds ago; no I/O, so the
+        middleware can call it on the event loop and skip a thread hop per request."""
+        hit = self._entries.get(token)  # a dict read is atomic; writers hold the lock
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return True, hit[1]
+        return False, None
+
     def get(self, engine: Engine, token: str) -> Principal | None:
         now = time.monotonic()
         with self._lock:

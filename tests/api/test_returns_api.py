@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from api.auth import SCOPE_EXTENSION, required_scope
 from oms.tables import Return
 from oms.uow import unit_of_work
-from tests.api.conftest import Api
+from tests.api.conftest import Api, LiveServer
 
 WEB_RETURN = {
     "channel": "mail",
@@ -165,6 +165,28 @@ def test_every_endpoint_needs_a_key_and_its_scope(api: Api) -> None:
         assert forbidden.status_code == 403, (method, path, forbidden.text)
         allowed = api.client.request(method, path, json={}, headers=api.headers("admin"))
         assert allowed.status_code not in (401, 403), (method, path)
+
+
+def test_a_revoked_key_stops_working_once_its_cache_entry_expires(api: Api, live_server: LiveServer) -> None:
+    """Verified keys are cached (no database read or thread hop per request); revocation wins once the
+    entry is older than the ttl."""
+    import time
+
+    from api.state import KeyCache
+    from oms.apikeys import revoke
+
+    live_server.app.state.recoup.keys = KeyCache(ttl=0.5)
+    headers = api.headers("returns:read")
+    token = api.keys["returns:read"]
+    assert api.client.get("/v1/ping", headers=headers).status_code == 200
+    known, principal = live_server.app.state.recoup.keys.cached(token)
+    assert known and principal is not None and principal.allows("returns:read")
+    with unit_of_work(api.engine) as session:
+        assert revoke(session, token.removeprefix("rk_").split(".")[0])
+    assert api.client.get("/v1/ping", headers=headers).status_code == 200  # cached: within the ttl
+    time.sleep(0.6)
+    assert api.client.get("/v1/ping", headers=headers).status_code == 401
+    assert live_server.app.state.recoup.keys.cached(token) == (True, None)  # refusals are cached too
 
 
 def test_openapi_documents_examples_and_security(api: Api) -> None:
