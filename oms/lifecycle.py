@@ -253,7 +253,9 @@ class ReturnService:
             raise InvalidRequestError(f"customer {customer_id!r} does not exist")
         lines: list[tuple[LineRequest, OrderLine | None, Product]] = []
         unit_value: list[Decimal] = []
-        remaining = self._remaining_units(order) if order is not None else {}
+        order_lines = self._order_lines(order) if order is not None else {}
+        remaining = self._remaining_units(order, order_lines) if order is not None else {}
+        products = self._products(request, order_lines)
         for position, line in enumerate(request.lines, start=1):
             if line.quantity < 1:
                 raise InvalidRequestError(f"line {position}: quantity must be at least 1")
@@ -270,7 +272,7 @@ class ReturnService:
                     raise InvalidRequestError(
                         f"line {position}: order_line_no is required when the return has an order"
                     )
-                ordered = session.get(OrderLine, (order.order_id, line.order_line_no))
+                ordered = order_lines.get(line.order_line_no)
                 if ordered is None:
                     raise InvalidRequestError(
                         f"line {position}: order {order.order_id} has no line {line.order_line_no}"
@@ -285,7 +287,7 @@ class ReturnService:
                         f"line {position}: {line.quantity} unit(s) asked but only {left} of line {ordered.line_no} remain returnable"
                     )
                 remaining[ordered.line_no] = left - line.quantity
-                product = session.get(Product, ordered.sku)
+                product = products.get(ordered.sku)
                 unit_value.append(_paid_per_unit(ordered))
             else:
                 if line.order_line_no is not None:
@@ -295,13 +297,13 @@ class ReturnService:
                 if line.sku is None:
                     raise InvalidRequestError(f"line {position}: a receiptless line needs its sku")
                 ordered = None
-                product = session.get(Product, line.sku)
+                product = products.get(line.sku)
                 if product is None:
                     raise InvalidRequestError(f"line {position}: product {line.sku!r} does not exist")
                 unit_value.append(self._lowest_recent_price(product, now))
             assert product is not None
             if line.replacement_sku is not None:
-                replacement = session.get(Product, line.replacement_sku)
+                replacement = products.get(line.replacement_sku)
                 if replacement is None:
                     raise InvalidRequestError(
                         f"line {position}: replacement {line.replacement_sku!r} does not exist"
@@ -318,19 +320,8 @@ class ReturnService:
         count, refunded = 0, ZERO
         receiptless = 0
         if customer_id is not None:
-            count, refunded = self._customer_returns(customer_id, since, now)
             receiptless_since = now - dt.timedelta(days=self.policy.receiptless.per_customer_days)
-            receiptless = session.execute(
-                select(func.count())
-                .select_from(Return)
-                .where(
-                    Return.customer_id == customer_id,
-                    Return.order_id.is_(None),
-                    Return.requested_at >= receiptless_since,
-                    Return.requested_at <= now,
-                    Return.status.not_in(CLOSED),
-                )
-            ).scalar_one()
+            count, refunded, receiptless = self._customer_returns(customer_id, since, receiptless_since, now)
         return RequestContext(now, order, lines, customer_id, count, refunded, receiptless, unit_value)
 
     def assess(self, request: CreateReturn, context: RequestContext) -> Assessment:
@@ -974,13 +965,9 @@ class ReturnService:
                 f"return {header.return_id} was changed by someone else; re-read it and retry"
             ) from exc
 
-    def _remaining_units(self, order: Order) -> dict[int, int]:
+    def _remaining_units(self, order: Order, order_lines: dict[int, OrderLine]) -> dict[int, int]:
         """Units of each order line not yet in an open or completed return."""
-        ordered = dict(
-            self.session.execute(
-                select(OrderLine.line_no, OrderLine.quantity).where(OrderLine.order_id == order.order_id)
-            ).all()
-        )
+        ordered = {line_no: line.quantity for line_no, line in order_lines.items()}
         taken = self.session.execute(
             select(ReturnLine.order_line_no, func.sum(ReturnLine.quantity))
             .join(Return, Return.return_id == ReturnLine.return_id)
@@ -993,10 +980,33 @@ class ReturnService:
                 remaining[line_no] = max(remaining.get(line_no, 0) - int(quantity), 0)
         return remaining
 
+    def _order_lines(self, order: Order) -> dict[int, OrderLine]:
+        """All lines of the order in one query (held here: the session's identity map is weak)."""
+        return {
+            line.line_no: line
+            for line in self.session.execute(
+                select(OrderLine).where(OrderLine.order_id == order.order_id)
+            ).scalars()
+        }
+
+    def _products(self, request: CreateReturn, order_lines: dict[int, OrderLine]) -> dict[str, Product]:
+        """Every product the request names (sold, receiptless or replacement) in one query."""
+        skus = {line.sku for line in request.lines if line.sku is not None}
+        skus |= {line.replacement_sku for line in request.lines if line.replacement_sku is not None}
+        skus |= {
+            order_lines[line.order_line_no].sku for line in request.lines if line.order_line_no in order_lines
+        }
+        if not skus:
+            return {}
+        found = self.session.execute(select(Product).where(Product.sku.in_(sorted(skus)))).scalars()
+        return {product.sku: product for product in found}
+
     def _customer_returns(
-        self, customer_id: str, since: dt.datetime, now: dt.datetime
-    ) -> tuple[int, Decimal]:
-        count = self.session.execute(
+        self, customer_id: str, since: dt.datetime, receiptless_since: dt.datetime, now: dt.datetime
+    ) -> tuple[int, Decimal, int]:
+        """Open or completed returns and refunded value since `since`, open or completed receiptless
+        returns since `receiptless_since` (one round trip)."""
+        count = (
             select(func.count())
             .select_from(Return)
             .where(
@@ -1005,15 +1015,30 @@ class ReturnService:
                 Return.requested_at <= now,
                 Return.status.not_in(CLOSED),
             )
-        ).scalar_one()
-        value = self.session.execute(
+            .scalar_subquery()
+        )
+        value = (
             select(func.coalesce(func.sum(ReturnLine.refund_amount), 0))
             .join(Return, Return.return_id == ReturnLine.return_id)
             .where(
                 Return.customer_id == customer_id, Return.requested_at >= since, Return.requested_at <= now
             )
-        ).scalar_one()
-        return int(count), Decimal(str(value)).quantize(CENT)
+            .scalar_subquery()
+        )
+        receiptless = (
+            select(func.count())
+            .select_from(Return)
+            .where(
+                Return.customer_id == customer_id,
+                Return.order_id.is_(None),
+                Return.requested_at >= receiptless_since,
+                Return.requested_at <= now,
+                Return.status.not_in(CLOSED),
+            )
+            .scalar_subquery()
+        )
+        found, refunded, receiptless_found = self.session.execute(select(count, value, receiptless)).one()
+        return int(found), Decimal(str(refunded)).quantize(CENT), int(receiptless_found)
 
     def _lowest_recent_price(self, product: Product, now: dt.datetime) -> Decimal:
         """The lowest price a unit of this sku sold for in the policy's lookback (list price if none)."""
