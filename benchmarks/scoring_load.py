@@ -2,7 +2,8 @@
 
     python benchmarks/scoring_load.py [--url URL] [--rate 300] [--seconds 30] [--soak 600 --soak-rate 200]
 
-Starts `uvicorn api.main:app` (one process) with a champion model trained on the history, then:
+Starts the API (`python -m api.serve`, --processes N sharing the port; default 2 on 2 cores) with a
+champion model trained on the history, then:
 1. the floor: the authenticated no-op GET /v1/ping, maximum throughput with keep-alive clients;
 2. POST /v1/returns/score at a fixed rate (open loop, default 300 req/s): p50/p95/p99 latency, errors;
 3. POST /v1/returns/score maximum throughput (closed loop), as a share of the floor's.
@@ -203,11 +204,18 @@ def show(name: str, f: dict) -> None:
 
 
 def rss_mib(pid: int) -> float:
+    """Resident memory of the server: the process and its children (the API processes)."""
+    total = 0.0
     with open(f"/proc/{pid}/status") as handle:
         for line in handle:
             if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+                total += int(line.split()[1]) / 1024
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            children = [int(child) for child in handle.read().split()]
+    except OSError:
+        children = []
+    return total + sum(rss_mib(child) for child in children)
 
 
 def main() -> None:
@@ -219,6 +227,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=300)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--processes", type=int, default=2, help="API processes sharing the port (SO_REUSEPORT)"
+    )
     parser.add_argument("--soak", type=float, default=0, help="soak duration in seconds (0: no soak)")
     parser.add_argument("--soak-rate", type=float, default=200)
     args = parser.parse_args()
@@ -245,12 +256,13 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "uvicorn",
-                "api.main:app",
+                "api.serve",
                 "--host",
                 "127.0.0.1",
                 "--port",
                 str(port),
+                "--processes",
+                str(args.processes),
                 "--log-level",
                 "warning",
                 "--no-access-log",
@@ -284,8 +296,8 @@ def main() -> None:
                     f"server memory {before:,.0f} MiB -> {after:,.0f} MiB ({(after - before) / before:+.1%})"
                 )
         finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=20)
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=40)
         if args.url is None:
             fresh_postgres("recoup_scoring_bench")
 

@@ -301,17 +301,17 @@ def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The id part of rk_
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface (default RECOUP_API_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default RECOUP_API_PORT).")] = None,
+    processes: Annotated[
+        int, typer.Option(help="API processes sharing the port (SO_REUSEPORT); about one per core.")
+    ] = 1,
 ) -> None:
-    """Serve the HTTP API (one process; run several behind a load balancer to scale out)."""
-    import uvicorn
-
+    """Serve the HTTP API (several processes on one port; more machines behind a load balancer)."""
+    from api.serve import serve as run
     from oms.migrate import upgrade
 
     settings = get_settings()
     upgrade(settings.database_url)
-    uvicorn.run(
-        "api.main:app", host=host or settings.api_host, port=port or settings.api_port, log_level="info"
-    )
+    run(host or settings.api_host, port or settings.api_port, processes)
 
 
 @app.command("notify")
