@@ -12,6 +12,7 @@ trip for all its statements), and psycopg prepares the statements after a few us
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -185,6 +186,15 @@ CROSS JOIN LATERAL (
 _NAMED = re.compile(r"(?<!:):([a-z_0-9]+)")
 
 
+@functools.lru_cache(maxsize=256)
+def _translate(text: str, skus: int, postgres: bool) -> str:
+    """Named-parameter SQL in the driver's style (cached: the same few statements every request)."""
+    if postgres:
+        text = text.replace("({skus})", "(SELECT unnest(%(skus)s::text[]))")
+        return _NAMED.sub(lambda m: f"%({m.group(1)})s", text)
+    return text.replace("{skus}", ", ".join(f":sku{i}" for i in range(skus)))
+
+
 class _Driver:
     """Runs named-parameter SQL on the connection's DB-API driver (sqlite3 or psycopg 3)."""
 
@@ -197,10 +207,7 @@ class _Driver:
         return moment if self.postgres else moment.replace(tzinfo=None).strftime(SQLITE_DATETIME_FORMAT)
 
     def sql(self, text: str, skus: int = 0) -> str:
-        if self.postgres:
-            text = text.replace("({skus})", "(SELECT unnest(%(skus)s::text[]))")
-            return _NAMED.sub(lambda m: f"%({m.group(1)})s", text)
-        return text.replace("{skus}", ", ".join(f":sku{i}" for i in range(skus)))
+        return _translate(text, skus, self.postgres)
 
     def sku_params(self, skus: list[str], named: bool = False) -> dict[str, Any]:
         if self.postgres and not named:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -67,6 +67,46 @@ ZERO = Decimal("0.00")
 SMOOTHING_UNITS = 20.0
 CENT = Decimal("0.01")
 CLOSED = ("rejected", "cancelled", "expired")
+
+# Statements of the request path, built once (building and cache-keying them per call costs more CPU
+# than running them); values come in as bind parameters.
+_ORDER_LINES = select(OrderLine).where(OrderLine.order_id == bindparam("order_id"))
+_PRODUCTS = select(Product).where(Product.sku.in_(bindparam("skus", expanding=True)))
+_TAKEN_UNITS = (
+    select(ReturnLine.order_line_no, func.sum(ReturnLine.quantity))
+    .join(Return, Return.return_id == ReturnLine.return_id)
+    .where(ReturnLine.order_id == bindparam("order_id"), Return.status.not_in(CLOSED))
+    .group_by(ReturnLine.order_line_no)
+)
+_CUSTOMER_RETURNS = select(
+    select(func.count())
+    .select_from(Return)
+    .where(
+        Return.customer_id == bindparam("customer_id"),
+        Return.requested_at >= bindparam("since"),
+        Return.requested_at <= bindparam("now"),
+        Return.status.not_in(CLOSED),
+    )
+    .scalar_subquery(),
+    select(func.coalesce(func.sum(ReturnLine.refund_amount), 0))
+    .join(Return, Return.return_id == ReturnLine.return_id)
+    .where(
+        Return.customer_id == bindparam("customer_id"),
+        Return.requested_at >= bindparam("since"),
+        Return.requested_at <= bindparam("now"),
+    )
+    .scalar_subquery(),
+    select(func.count())
+    .select_from(Return)
+    .where(
+        Return.customer_id == bindparam("customer_id"),
+        Return.order_id.is_(None),
+        Return.requested_at >= bindparam("receiptless_since"),
+        Return.requested_at <= bindparam("now"),
+        Return.status.not_in(CLOSED),
+    )
+    .scalar_subquery(),
+)
 
 TRANSITIONS: dict[str, dict[str, str]] = {
     "requested": {"authorize": "authorized", "hold": "pending_review", "reject": "rejected"},
@@ -968,12 +1008,7 @@ class ReturnService:
     def _remaining_units(self, order: Order, order_lines: dict[int, OrderLine]) -> dict[int, int]:
         """Units of each order line not yet in an open or completed return."""
         ordered = {line_no: line.quantity for line_no, line in order_lines.items()}
-        taken = self.session.execute(
-            select(ReturnLine.order_line_no, func.sum(ReturnLine.quantity))
-            .join(Return, Return.return_id == ReturnLine.return_id)
-            .where(ReturnLine.order_id == order.order_id, Return.status.not_in(CLOSED))
-            .group_by(ReturnLine.order_line_no)
-        ).all()
+        taken = self.session.execute(_TAKEN_UNITS, {"order_id": order.order_id}).all()
         remaining = dict(ordered)
         for line_no, quantity in taken:
             if line_no is not None:
@@ -984,9 +1019,7 @@ class ReturnService:
         """All lines of the order in one query (held here: the session's identity map is weak)."""
         return {
             line.line_no: line
-            for line in self.session.execute(
-                select(OrderLine).where(OrderLine.order_id == order.order_id)
-            ).scalars()
+            for line in self.session.execute(_ORDER_LINES, {"order_id": order.order_id}).scalars()
         }
 
     def _products(self, request: CreateReturn, order_lines: dict[int, OrderLine]) -> dict[str, Product]:
@@ -998,7 +1031,7 @@ class ReturnService:
         }
         if not skus:
             return {}
-        found = self.session.execute(select(Product).where(Product.sku.in_(sorted(skus)))).scalars()
+        found = self.session.execute(_PRODUCTS, {"skus": sorted(skus)}).scalars()
         return {product.sku: product for product in found}
 
     def _customer_returns(
@@ -1006,38 +1039,10 @@ class ReturnService:
     ) -> tuple[int, Decimal, int]:
         """Open or completed returns and refunded value since `since`, open or completed receiptless
         returns since `receiptless_since` (one round trip)."""
-        count = (
-            select(func.count())
-            .select_from(Return)
-            .where(
-                Return.customer_id == customer_id,
-                Return.requested_at >= since,
-                Return.requested_at <= now,
-                Return.status.not_in(CLOSED),
-            )
-            .scalar_subquery()
-        )
-        value = (
-            select(func.coalesce(func.sum(ReturnLine.refund_amount), 0))
-            .join(Return, Return.return_id == ReturnLine.return_id)
-            .where(
-                Return.customer_id == customer_id, Return.requested_at >= since, Return.requested_at <= now
-            )
-            .scalar_subquery()
-        )
-        receiptless = (
-            select(func.count())
-            .select_from(Return)
-            .where(
-                Return.customer_id == customer_id,
-                Return.order_id.is_(None),
-                Return.requested_at >= receiptless_since,
-                Return.requested_at <= now,
-                Return.status.not_in(CLOSED),
-            )
-            .scalar_subquery()
-        )
-        found, refunded, receiptless_found = self.session.execute(select(count, value, receiptless)).one()
+        found, refunded, receiptless_found = self.session.execute(
+            _CUSTOMER_RETURNS,
+            {"customer_id": customer_id, "since": since, "receiptless_since": receiptless_since, "now": now},
+        ).one()
         return int(found), Decimal(str(refunded)).quantize(CENT), int(receiptless_found)
 
     def _lowest_recent_price(self, product: Product, now: dt.datetime) -> Decimal:
