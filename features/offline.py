@@ -11,7 +11,13 @@ from sqlalchemy import Connection, Engine, delete
 
 from features import engine
 from features.catalogue import FRAUD_FEATURES_V1, LINE_FEATURES_V1, Feature, names
-from features.sources import build_history, load_offline, location_snapshot_rows, product_snapshot_rows
+from features.sources import (
+    build_history,
+    load_offline,
+    location_snapshot_rows,
+    product_event_arrays,
+    product_snapshot_rows,
+)
 from oms.frames import load_frame
 from oms.tables import LocationStats, ProductStats
 
@@ -64,7 +70,7 @@ def line_features(
     )
     orders = load_frame(bind, "orders", ["order_id", "placed_at"])
     order_lines = load_frame(
-        bind, "order_lines", ["order_id", "line_no", "quantity", "unit_price", "discount"]
+        bind, "order_lines", ["order_id", "line_no", "sku", "quantity", "unit_price", "discount"]
     )
     locations = load_frame(bind, "locations", ["location_id", "kind"])
     if end is not None:
@@ -73,7 +79,7 @@ def line_features(
         products, on="sku", how="left"
     )
     rows = rows.merge(
-        order_lines.rename(
+        order_lines.drop(columns="sku").rename(
             columns={
                 "line_no": "order_line_no",
                 "quantity": "ol_quantity",
@@ -93,7 +99,8 @@ def line_features(
     rows["days_since_purchase"] = (rows["requested_at"] - rows["placed_at"]).dt.total_seconds() / 86400
     rows["receiptless"] = rows["order_id"].isna().astype(int)
     # the style's return rate as of the request day: the same snapshot logic as the fraud features
-    _, history, _ = load_offline(bind, as_of=end)
+    # (only the product events: building the whole offline history here would double the job's time)
+    product_events = product_event_arrays(orders, order_lines, returns, lines, products)
     line_t = rows["requested_at"].dt.as_unit("us").astype("int64").to_numpy()
     counts = engine.product_counts(
         {
@@ -102,7 +109,7 @@ def line_features(
             "category": rows["category"].to_numpy(object),
         },
         line_t,
-        history.product_events,
+        product_events,
     )
     rows["style_return_rate"] = engine.product_rates(counts)["style_return_rate"]
     if start is not None:
