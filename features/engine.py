@@ -29,6 +29,7 @@ REASON_SHARES = {
 }
 
 Arrays = dict[str, np.ndarray]
+SMALL_BATCH = 5_000  # below this many rows, some kernels take a plain-Python path
 
 
 # --- inputs -----------------------------------------------------------------------------------------
@@ -86,15 +87,22 @@ class EventIndex:
     def __init__(self, event_keys: np.ndarray, event_times: np.ndarray, query_keys: np.ndarray) -> None:
         keys = np.asarray(event_keys, dtype=object)
         queries = np.asarray(query_keys, dtype=object)
-        codes, _ = pd.factorize(np.concatenate([keys, queries]))
+        codes, uniques = pd.factorize(np.concatenate([keys, queries]))
         event_code, self.query_code = codes[: len(keys)], codes[len(keys) :]
         self.valid = self.query_code >= 0
         times = np.asarray(event_times, dtype=np.int64)
         self.order = np.lexsort((times, event_code))
-        sorted_code = event_code[self.order]
         self.sorted_time = times[self.order]
-        self.start = np.searchsorted(sorted_code, self.query_code, side="left")
-        self.end = np.searchsorted(sorted_code, self.query_code, side="right")
+        # each key's block in the sorted events, from the counts per code (events without a key sort
+        # first, code -1); a linear pass instead of a binary search per query
+        keyed = event_code >= 0
+        offsets = np.empty(len(uniques) + 1, dtype=np.int64)
+        offsets[0] = len(keys) - int(keyed.sum())
+        np.cumsum(np.bincount(event_code[keyed], minlength=len(uniques)), out=offsets[1:])
+        offsets[1:] += offsets[0]
+        code = np.where(self.valid, self.query_code, 0)
+        self.start = np.where(self.valid, offsets[code], 0)
+        self.end = np.where(self.valid, offsets[np.minimum(code + 1, len(uniques))], 0)
 
     def window(self, query_times: np.ndarray, days: int | None) -> Window:
         query_times = np.asarray(query_times, dtype=np.int64)
@@ -191,22 +199,25 @@ def _max_per_request(req: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 
 def _sizes_per_style(req: np.ndarray, style: np.ndarray, size: np.ndarray) -> dict[tuple[int, object], int]:
     """Distinct sizes of each (request, style) among the order's lines."""
-    if len(req) < 5_000:  # one request (serving): plain Python beats building frames
+    if len(req) < SMALL_BATCH:  # one request (serving): plain Python beats vectorising
         seen: dict[tuple[int, object], set] = {}
         for q, st, sz in zip(req.tolist(), style, size, strict=True):
             if sz is not None and sz == sz:
                 seen.setdefault((q, st), set()).add(sz)
         return {key: len(sizes) for key, sizes in seen.items()}
     present = np.array([s is not None and s == s for s in size], dtype=bool)
-    frame = pd.DataFrame(
-        {
-            "req": req[present],
-            "style": np.asarray(style, dtype=object)[present],
-            "size": np.asarray(size, dtype=object)[present],
-        }
+    style_code, styles = pd.factorize(np.asarray(style, dtype=object)[present], use_na_sentinel=False)
+    size_code, sizes = pd.factorize(np.asarray(size, dtype=object)[present])
+    pair = req[present].astype(np.int64) * max(len(styles), 1) + style_code
+    distinct = np.unique(pair * max(len(sizes), 1) + size_code) // max(len(sizes), 1)
+    pairs, counts = np.unique(distinct, return_counts=True)
+    width = max(len(styles), 1)
+    vocabulary = np.asarray(styles, dtype=object)
+    vocabulary[pd.isna(vocabulary)] = None  # a missing style stays the None key the lookup uses
+    style_of = vocabulary[pairs % width]
+    return dict(
+        zip(zip((pairs // width).tolist(), style_of.tolist(), strict=True), counts.tolist(), strict=True)
     )
-    counted = frame.drop_duplicates().groupby(["req", "style"], sort=False).size()
-    return dict(zip(counted.index.tolist(), counted.to_numpy().tolist(), strict=True))
 
 
 def request_features(r: Requests) -> Arrays:
@@ -330,8 +341,9 @@ def _first_uses(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(customer code, link-value code, first time) per distinct (customer, kind, value)."""
     customer_code, customers = pd.factorize(np.asarray(customer, dtype=object))
-    link = np.char.add(np.char.add(np.asarray(kind, dtype=str), "\x1f"), np.asarray(value, dtype=str))
-    link_code, _ = pd.factorize(link)
+    kind_code, kinds = pd.factorize(np.asarray(kind, dtype=object))
+    value_code, _ = pd.factorize(np.asarray(value, dtype=object))
+    link_code, _ = pd.factorize(value_code.astype(np.int64) * max(len(kinds), 1) + kind_code)
     composite = customer_code.astype(np.int64) * (int(link_code.max()) + 1) + link_code
     order = np.lexsort((t, composite))
     first = order[np.unique(composite[order], return_index=True)[1]]

@@ -1,0 +1,70 @@
+"""The engine's vectorised kernels against plain-Python definitions (both paths of each kernel)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features import engine
+from features.catalogue import DAY_US
+
+keys = st.sampled_from([None, "a", "b", "c", "d"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events=st.lists(st.tuples(keys, st.integers(0, 40)), max_size=60),
+    queries=st.lists(st.tuples(keys, st.integers(0, 45)), min_size=1, max_size=20),
+    days=st.sampled_from([None, 1, 7]),
+)
+def test_window_counts_and_totals_match_their_definition(events, queries, days) -> None:
+    event_keys = np.array([k for k, _ in events], dtype=object)
+    event_times = np.array([t * DAY_US // 4 for _, t in events], dtype=np.int64)
+    weights = np.arange(len(events), dtype=float) + 1
+    query_keys = np.array([k for k, _ in queries], dtype=object)
+    query_times = np.array([t * DAY_US // 4 for _, t in queries], dtype=np.int64)
+    w = engine.window(event_keys, event_times, query_keys, query_times, days)
+    counts = engine.count(w)
+    totals = engine.total(w, weights)
+    for i, (key, t) in enumerate(zip(query_keys, query_times, strict=True)):
+        inside = [
+            j
+            for j, (k, et) in enumerate(zip(event_keys, event_times, strict=True))
+            if key is not None and k == key and et < t and (days is None or et >= t - days * DAY_US)
+        ]
+        if key is None:
+            assert np.isnan(counts[i])
+            continue
+        assert counts[i] == len(inside)
+        assert totals[i] == pytest.approx(sum(weights[j] for j in inside))
+
+
+@pytest.mark.parametrize("small", [True, False])
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 6),
+            st.sampled_from([None, "S1", "S2", "S3"]),
+            st.sampled_from([None, float("nan"), "S", "M", "L"]),
+        ),
+        max_size=50,
+    )
+)
+def test_sizes_per_style_counts_distinct_sizes(rows, small) -> None:
+    req = np.array([r for r, _, _ in rows], dtype=np.int64)
+    style = np.array([s for _, s, _ in rows], dtype=object)
+    size = np.array([z for _, _, z in rows], dtype=object)
+    expected: dict = {}
+    for q, s, z in rows:
+        if z is not None and z == z:
+            expected.setdefault((q, s), set()).add(z)
+    original = engine.SMALL_BATCH
+    engine.SMALL_BATCH = 10**9 if small else 0
+    try:
+        found = engine._sizes_per_style(req, style, size)
+    finally:
+        engine.SMALL_BATCH = original
+    assert found == {key: len(sizes) for key, sizes in expected.items()}
