@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import deque
 from typing import Any
 
 from sqlalchemy import Engine, insert
@@ -24,24 +24,26 @@ class ServingLogWriter:
         self.engine = engine
         self.batch = batch
         self.interval = interval
-        self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=capacity)
+        self.capacity = capacity
+        # a deque: appends and pops are atomic, and unlike queue.Queue nothing is signalled per row
+        self.queue: deque[dict[str, Any]] = deque()
         self.dropped = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="recoup-serving-log", daemon=True)
         self._thread.start()
 
     def put(self, row: dict[str, Any]) -> None:
-        try:
-            self.queue.put_nowait(row)
-        except queue.Full:
+        if len(self.queue) >= self.capacity:
             self.dropped += 1
+            return
+        self.queue.append(row)
 
     def flush(self) -> int:
         rows = []
         while len(rows) < self.batch:
             try:
-                rows.append(self.queue.get_nowait())
-            except queue.Empty:
+                rows.append(self.queue.popleft())
+            except IndexError:
                 break
         if rows:
             try:

@@ -81,13 +81,26 @@ class Window:
     valid: np.ndarray  # query has a key
 
 
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`pd.factorize` (missing -> -1); a plain dict for the few rows of one online request."""
+    if len(values) > 64:
+        return pd.factorize(values)
+    seen: dict[object, int] = {}
+    codes = np.fromiter(
+        (-1 if v is None or v != v else seen.setdefault(v, len(seen)) for v in values),
+        dtype=np.intp,
+        count=len(values),
+    )
+    return codes, np.array(list(seen), dtype=object)
+
+
 class EventIndex:
     """Events sorted by (key, time) once; then any number of window lookups for a set of queries."""
 
     def __init__(self, event_keys: np.ndarray, event_times: np.ndarray, query_keys: np.ndarray) -> None:
         keys = np.asarray(event_keys, dtype=object)
         queries = np.asarray(query_keys, dtype=object)
-        codes, uniques = pd.factorize(np.concatenate([keys, queries]))
+        codes, uniques = _factorize(np.concatenate([keys, queries]))
         event_code, self.query_code = codes[: len(keys)], codes[len(keys) :]
         self.valid = self.query_code >= 0
         times = np.asarray(event_times, dtype=np.int64)
@@ -180,8 +193,8 @@ def distinct(w: Window, values: np.ndarray) -> np.ndarray:
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan)
+    # the divisor is never 0 or NaN, so nothing to silence
+    return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan)
 
 
 def _per_request(req: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:

@@ -68,3 +68,14 @@ def test_sizes_per_style_counts_distinct_sizes(rows, small) -> None:
     finally:
         engine.SMALL_BATCH = original
     assert found == {key: len(sizes) for key, sizes in expected.items()}
+
+
+@given(st.lists(st.sampled_from([None, float("nan"), "a", "b", "c", "d"]), max_size=80))
+def test_small_factorize_matches_pandas(values) -> None:
+    import pandas as pd
+
+    array = np.array(values, dtype=object)
+    codes, uniques = engine._factorize(array)
+    expected_codes, expected_uniques = pd.factorize(array)
+    assert codes.tolist() == expected_codes.tolist()
+    assert list(uniques) == list(expected_uniques)
