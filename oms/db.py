@@ -51,7 +51,5 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # psycopg prepares a statement once a connection has run it 5 times (the hot paths: scoring, online
     # features, lifecycle lookups). Generic plans keep PostgreSQL from re-planning those on every call;
     # the online features' lateral snapshot lookups cost more to plan than to run.
-    kwargs.setdefault(
-        "connect_args", {"options": "-c timezone=UTC -c plan_cache_mode=force_generic_plan"}
-    )
+    kwargs.setdefault("connect_args", {"options": "-c timezone=UTC -c plan_cache_mode=force_generic_plan"})
     return create_engine(url, **kwargs)
