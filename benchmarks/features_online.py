@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -23,38 +22,14 @@ from _common import fresh_postgres, load, simulated_history
 
 
 def requests_from_history(engine, count: int):
-    from features.online import OnlineRequest, RequestLine
+    from features.online import stored_request
     from oms.frames import load_frame
 
     returns = load_frame(engine, "returns").sample(count, random_state=1, replace=False)
     lines = load_frame(engine, "return_lines")
     lines = lines[lines["return_id"].isin(returns["return_id"])].sort_values(["return_id", "line_no"])
     grouped = dict(tuple(lines.groupby("return_id", sort=False)))
-
-    def value(v):
-        return None if pd.isna(v) else v
-
-    return [
-        OnlineRequest(
-            t=r.requested_at.to_pydatetime(),
-            channel=r.channel,
-            order_id=value(r.order_id),
-            customer_id=value(r.customer_id),
-            location_id=value(r.location_id),
-            employee_id=value(r.employee_id),
-            refund_method=value(r.refund_method),
-            lines=tuple(
-                RequestLine(
-                    quantity=int(line.quantity),
-                    reason=line.reason,
-                    order_line_no=None if pd.isna(line.order_line_no) else int(line.order_line_no),
-                    sku=line.sku,
-                )
-                for line in grouped[r.return_id].itertuples()
-            ),
-        )
-        for r in returns.itertuples()
-    ]
+    return [stored_request(r, grouped[r.return_id]) for r in returns.itertuples()]
 
 
 def main() -> None:

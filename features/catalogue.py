@@ -178,6 +178,21 @@ PRODUCT = [
 ]
 
 FRAUD_FEATURES_V1: tuple[Feature, ...] = (*REQUEST, *CUSTOMER, *STORE, *EMPLOYEE, *PRODUCT)
+# request features computed from the return's order: missing (NaN) on a receiptless return
+ORDER_FEATURES = frozenset(
+    {
+        "days_since_purchase",
+        "days_left_in_window",
+        "return_share_of_order",
+        "order_value",
+        "order_units",
+        "order_lines",
+        "gift_card_share",
+        "cash_share",
+        "tender_count",
+    }
+)
+
 FRAUD_FEATURE_SET = "FRAUD_FEATURES_V1"
 
 LINE_FEATURES_V1: tuple[Feature, ...] = (

@@ -17,6 +17,7 @@ from features.sources import (
     location_snapshot_rows,
     product_event_arrays,
     product_snapshot_rows,
+    store_event_arrays,
 )
 from oms.frames import load_frame
 from oms.tables import LocationStats, ProductStats
@@ -133,49 +134,21 @@ def write_product_snapshots(bind: Engine, *, now: dt.datetime | None = None) -> 
     """Rebuild the snapshots online serving reads, `product_stats` and `location_stats`, from the whole
     history. Only complete days are written (as of 00:00 UTC today at the latest): a row for tomorrow
     would miss the rest of today's events."""
-    today = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    last_day = int((today - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(days=1))
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    last_day = ((now or dt.datetime.now(dt.UTC)) - epoch) // dt.timedelta(days=1)
     returns = load_frame(
         bind,
         "returns",
-        [
-            "return_id",
-            "order_id",
-            "customer_id",
-            "channel",
-            "location_id",
-            "employee_id",
-            "requested_at",
-            "refund_method",
-        ],
+        ["return_id", "order_id", "location_id", "requested_at", "refund_method", "employee_id"],
     )
-    lines = load_frame(
-        bind,
-        "return_lines",
-        ["return_id", "line_no", "order_id", "order_line_no", "sku", "quantity", "reason"],
-    )
-    orders = load_frame(
-        bind,
-        "orders",
-        ["order_id", "customer_id", "channel", "location_id", "placed_at", "device_id", "ship_postcode"],
-    )
-    order_lines = load_frame(
-        bind,
-        "order_lines",
-        ["order_id", "line_no", "sku", "quantity", "unit_price", "discount", "promotion_id"],
-    )
-    payments = load_frame(bind, "payments", ["order_id", "method", "amount", "card_fingerprint"])
-    products = load_frame(
-        bind, "products", ["sku", "style_id", "category", "size", "list_price", "return_window_days"]
-    )
-    reviews = load_frame(bind, "fraud_reviews", ["return_id", "reviewed_at", "outcome"])
-    history = build_history(returns, lines, orders, order_lines, payments, products, reviews)
-    rows = product_snapshot_rows(history.product_events)
+    lines = load_frame(bind, "return_lines", ["return_id", "sku", "quantity"])
+    orders = load_frame(bind, "orders", ["order_id", "location_id", "placed_at"])
+    order_lines = load_frame(bind, "order_lines", ["order_id", "sku", "quantity"])
+    products = load_frame(bind, "products", ["sku", "style_id", "category"])
+    rows = product_snapshot_rows(product_event_arrays(orders, order_lines, returns, lines, products))
     rows = rows[rows["day"] <= last_day]
-    assert history.store_events is not None and history.store_orders is not None
-    locations = location_snapshot_rows(history.store_events, history.store_orders)
+    locations = location_snapshot_rows(*store_event_arrays(returns, orders))
     locations = locations[locations["day"] <= last_day]
-    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     with bind.begin() as connection:
         connection.execute(delete(ProductStats))
         connection.execute(delete(LocationStats))

@@ -5,8 +5,8 @@ The request is not stored yet. Only rows of its order, customer, the customer's 
 level; the numbers then go through the same `features.engine` functions as the offline batch.
 
 This is the scoring hot path, so it talks to the driver directly (no ORM, no SQL compilation per
-request) in two rounds of queries; on PostgreSQL each round is sent as one pipeline (one network round
-trip for all its statements), and psycopg prepares the statements after a few uses.
+request). On PostgreSQL every statement goes in one pipeline (one network round trip; the request's skus
+are resolved in SQL) and psycopg prepares them after a few uses; SQLite reads locally in two rounds.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sqlalchemy import Connection
 
 from features import engine
@@ -47,6 +48,33 @@ class OnlineRequest:
     location_id: str | None = None
     employee_id: str | None = None
     refund_method: str | None = "original_tender"
+
+
+def stored_request(row: Any, lines: pd.DataFrame) -> OnlineRequest:
+    """A stored return (a `returns` row and its `return_lines`, as `oms.frames.load_frame` gives them)
+    as the incoming request it was: for parity tests and benchmarks."""
+
+    def value(v: Any) -> Any:
+        return None if pd.isna(v) else v
+
+    return OnlineRequest(
+        t=row.requested_at.to_pydatetime(),
+        channel=row.channel,
+        order_id=value(row.order_id),
+        customer_id=value(row.customer_id),
+        location_id=value(row.location_id),
+        employee_id=value(row.employee_id),
+        refund_method=value(row.refund_method),
+        lines=tuple(
+            RequestLine(
+                quantity=int(line.quantity),
+                reason=line.reason,
+                order_line_no=None if pd.isna(line.order_line_no) else int(line.order_line_no),
+                sku=line.sku,
+            )
+            for line in lines.itertuples()
+        ),
+    )
 
 
 # --- SQL (named :params; translated for psycopg) ----------------------------------------------------
@@ -190,9 +218,12 @@ _NAMED = re.compile(r"(?<!:):([a-z_0-9]+)")
 def _translate(text: str, skus: int, postgres: bool) -> str:
     """Named-parameter SQL in the driver's style (cached: the same few statements every request)."""
     if postgres:
-        text = text.replace("({skus})", "(SELECT unnest(%(skus)s::text[]))")
         return _NAMED.sub(lambda m: f"%({m.group(1)})s", text)
-    return text.replace("{skus}", ", ".join(f":sku{i}" for i in range(skus)))
+    return text.replace("{skus}", ", ".join(f":sku{i}" for i in range(skus)))  # SQLite's second round
+
+
+def _sku_params(skus: list[str]) -> dict[str, Any]:
+    return {f"sku{i}": sku for i, sku in enumerate(skus)}
 
 
 class _Driver:
@@ -208,11 +239,6 @@ class _Driver:
 
     def sql(self, text: str, skus: int = 0) -> str:
         return _translate(text, skus, self.postgres)
-
-    def sku_params(self, skus: list[str], named: bool = False) -> dict[str, Any]:
-        if self.postgres and not named:
-            return {"skus": skus}
-        return {f"sku{i}": sku for i, sku in enumerate(skus)}
 
     def run(self, statements: list[tuple[str, dict[str, Any]]]) -> list[list[tuple]]:
         """Execute statements and fetch all their rows; on PostgreSQL in one pipeline."""
@@ -272,7 +298,7 @@ def online_features(
 
 
 def gather(connection: Connection, request: OnlineRequest) -> tuple[Requests, History]:
-    """Read everything one request's features need, in two rounds of queries."""
+    """Read everything one request's features need (PostgreSQL: one round trip; SQLite: two rounds)."""
     db = _Driver(connection)
     t = request.t.astimezone(dt.UTC)
     t_us = int(_micros(t))
@@ -329,10 +355,10 @@ def gather(connection: Connection, request: OnlineRequest) -> tuple[Requests, Hi
         if db.postgres
         else db.run(
             [
-                (db.sql(PRODUCTS, len(wanted)), db.sku_params(wanted)),
+                (db.sql(PRODUCTS, len(wanted)), _sku_params(wanted)),
                 (
                     db.sql(product_stats_sql(len(wanted)), len(wanted)),
-                    {"day": t_us // DAY_US, **db.sku_params(wanted, named=True)},
+                    {"day": t_us // DAY_US, **_sku_params(wanted)},
                 ),
             ]
         )

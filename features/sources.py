@@ -269,6 +269,22 @@ def build_history(returns, lines, orders, order_lines, payments, products, revie
     )
     review_rows = review_rows[review_rows["customer_id"].notna()]
     links = link_rows(orders, payments)
+    store_events, store_orders = store_event_arrays(returns, orders)
+    product_events = product_event_arrays(orders, order_lines, returns, lines, products)
+    return History(
+        orders=order_events(order_arrays),
+        returns=return_events(all_returns),
+        reviews=review_events(_frame_arrays(review_rows, times=("t",))),
+        links=links,
+        store_events=store_events,
+        store_orders=store_orders,
+        product_events=product_events,
+    )
+
+
+def store_event_arrays(returns: pd.DataFrame, orders: pd.DataFrame) -> tuple[Arrays, Arrays]:
+    """Return headers (location_id, employee_id, t, receiptless, cash) and orders (location_id, t) for
+    the store and employee windows."""
     store_events = _frame_arrays(
         returns.assign(
             receiptless=returns["order_id"].isna().astype(float),
@@ -281,16 +297,7 @@ def build_history(returns, lines, orders, order_lines, payments, products, revie
     store_orders = _frame_arrays(
         orders[["location_id", "placed_at"]].rename(columns={"placed_at": "t"}), times=("t",)
     )
-    product_events = product_event_arrays(orders, order_lines, returns, lines, products)
-    return History(
-        orders=order_events(order_arrays),
-        returns=return_events(all_returns),
-        reviews=review_events(_frame_arrays(review_rows, times=("t",))),
-        links=links,
-        store_events=store_events,
-        store_orders=store_orders,
-        product_events=product_events,
-    )
+    return store_events, store_orders
 
 
 def load_frame_like_returns(returns, lines, order_lines, products) -> Arrays:

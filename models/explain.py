@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from features.catalogue import FRAUD_FEATURES_V1
+from features.catalogue import FRAUD_FEATURES_V1, ORDER_FEATURES
 
 DESCRIPTIONS = {f.name: f.description for f in FRAUD_FEATURES_V1}
 
@@ -85,19 +85,6 @@ TEMPLATES: dict[str, Callable[[float, float], str]] = {
     "store_receiptless_share_30d": lambda v, t: (
         f"{v:.0%} of this store's returns in 30 days had no receipt (typical {t:.0%})"
     ),
-}
-
-
-ORDER_FEATURES = {
-    "days_since_purchase",
-    "days_left_in_window",
-    "return_share_of_order",
-    "order_value",
-    "order_units",
-    "order_lines",
-    "gift_card_share",
-    "cash_share",
-    "tender_count",
 }
 
 

@@ -248,8 +248,8 @@ def rollback(name: str = FRAUD_MODEL) -> str:
     return previous
 
 
-def load_fraud(version: str | None = None, name: str = FRAUD_MODEL) -> FraudModel | None:
-    """The champion (or a given version) as a native booster with its metadata; None if there is none."""
+def _load(name: str, version: str | None) -> tuple[lgb.Booster, dict, str] | None:
+    """A registered version (the champion when not given): native booster, its metadata, its version."""
     client = MlflowClient()
     try:
         item = (
@@ -263,7 +263,16 @@ def load_fraud(version: str | None = None, name: str = FRAUD_MODEL) -> FraudMode
     if not isinstance(booster, lgb.Booster):
         booster = booster.booster_
     meta = mlflow.artifacts.load_dict(f"runs:/{item.run_id}/{META_FILE}")
-    return FraudModel.from_meta(booster, meta, version=str(item.version))
+    return booster, meta, str(item.version)
+
+
+def load_fraud(version: str | None = None, name: str = FRAUD_MODEL) -> FraudModel | None:
+    """The champion (or a given version) as a native booster with its metadata; None if there is none."""
+    found = _load(name, version)
+    if found is None:
+        return None
+    booster, meta, found_version = found
+    return FraudModel.from_meta(booster, meta, version=found_version)
 
 
 def version_tag(version: str, key: str, name: str = FRAUD_MODEL) -> Any:
@@ -305,20 +314,11 @@ def load_recovery(version: str | None = None):
     """The recovery champion (or a version) with its vocabulary; None if there is none."""
     from models.recovery import RecoveryModel
 
-    client = MlflowClient()
-    try:
-        item = (
-            client.get_model_version(RECOVERY_MODEL, version)
-            if version
-            else client.get_model_version_by_alias(RECOVERY_MODEL, CHAMPION)
-        )
-    except MlflowException:
+    found = _load(RECOVERY_MODEL, version)
+    if found is None:
         return None
-    booster = mlflow.lightgbm.load_model(f"models:/{RECOVERY_MODEL}/{item.version}")
-    if not isinstance(booster, lgb.Booster):
-        booster = booster.booster_
-    meta = mlflow.artifacts.load_dict(f"runs:/{item.run_id}/{META_FILE}")
-    return RecoveryModel.from_meta(booster, meta, version=str(item.version))
+    booster, meta, found_version = found
+    return RecoveryModel.from_meta(booster, meta, version=found_version)
 
 
 def run_metrics(version: str, name: str = FRAUD_MODEL) -> dict[str, float]:

@@ -28,16 +28,25 @@ def unit_of_work(engine: Engine, *, write: bool = True) -> Iterator[Session]:
 
     On SQLite a writing unit takes the write lock when it begins (BEGIN IMMEDIATE), so concurrent
     writers queue up instead of failing when one commits between another's read and write.
+
+    A reading unit (`write=False`) never keeps a change: on PostgreSQL its transaction is READ ONLY
+    (the database refuses writes) and ends with COMMIT, because a ROLLBACK makes psycopg drop every
+    prepared statement of the connection and the hot read paths (scoring) would be re-planned on every
+    request; on SQLite it is rolled back.
     """
-    bind = (
-        engine.execution_options(sqlite_begin="IMMEDIATE")
-        if write and engine.dialect.name == "sqlite"
-        else engine
-    )
+    sqlite = engine.dialect.name == "sqlite"
+    bind = engine.execution_options(sqlite_begin="IMMEDIATE") if write and sqlite else engine
     with Session(bind, expire_on_commit=False) as session:
         try:
             with session.begin():
+                if not write and not sqlite:
+                    session.connection(execution_options={"postgresql_readonly": True})
                 yield session
+                if not write and sqlite:
+                    # detach what was read with its loaded state (as a commit would leave it), then drop
+                    # anything written
+                    session.expunge_all()
+                    session.rollback()
         except StaleDataError as exc:
             raise ConflictError("the return was changed by someone else; re-read it and retry") from exc
         except DBAPIError as exc:

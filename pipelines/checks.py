@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import select
 
-from features.catalogue import REQUEST, names
+from features.catalogue import ORDER_FEATURES, REQUEST, names
 from features.offline import recompute_before
 from oms.tables import Return
 from pipelines.assets.features import return_features
@@ -33,15 +33,7 @@ ALWAYS_PRESENT = [
     for n in names(tuple(REQUEST))
     if n
     not in (
-        "days_since_purchase",
-        "days_left_in_window",
-        "return_share_of_order",
-        "order_value",
-        "order_units",
-        "order_lines",
-        "gift_card_share",
-        "cash_share",
-        "tender_count",
+        *ORDER_FEATURES,
         "customer_tenure_days",
         "promo_share",
         "electronics_share",

@@ -130,18 +130,10 @@ def score_return(body: ReturnCreate, state: State) -> ScoreOut:
     """Score a prospective return without changing anything: decision, fraud score, reasons, per-line estimates."""
     create = _create_request(body)
     scorer = state.scorer()
-    with unit_of_work(state.engine, write=False) as session:
-        postgres = state.engine.dialect.name == "postgresql"
-        if postgres:
-            # the database refuses any write in this transaction, so it can end with COMMIT: a ROLLBACK
-            # would make psycopg drop every prepared statement of the connection (re-planning all the
-            # scoring queries on the next request costs more than running them)
-            session.connection(execution_options={"postgresql_readonly": True})
+    with unit_of_work(state.engine, write=False) as session:  # nothing it does is kept
         service = _service(session, state, scorer)
         context = service.context(create)
         assessment = service.assess(create, context)
-        if not postgres:
-            session.rollback()  # nothing to keep
     scored = scorer.last
     _log(state, scorer, None, context.now)
     model_reasons = assessment.extra.get("model_reasons", []) if assessment.extra else []

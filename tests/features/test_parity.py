@@ -12,7 +12,7 @@ from sqlalchemy import Engine, insert
 
 from features.catalogue import FRAUD_FEATURES_V1
 from features.offline import fraud_features, recompute_before, write_product_snapshots
-from features.online import OnlineRequest, RequestLine, online_features
+from features.online import online_features, stored_request
 from oms.frames import load_frame
 from oms.importer import import_directory
 from oms.tables import FraudReview, Order, OrderLine, Payment, Return, ReturnLine
@@ -35,30 +35,6 @@ def loaded(engine: Engine, retailer: Path) -> Engine:
     return engine
 
 
-def _request(row, lines: pd.DataFrame) -> OnlineRequest:
-    def value(v):
-        return None if pd.isna(v) else v
-
-    return OnlineRequest(
-        t=row.requested_at.to_pydatetime(),
-        channel=row.channel,
-        order_id=value(row.order_id),
-        customer_id=value(row.customer_id),
-        location_id=value(row.location_id),
-        employee_id=value(row.employee_id),
-        refund_method=value(row.refund_method),
-        lines=tuple(
-            RequestLine(
-                quantity=int(line.quantity),
-                reason=line.reason,
-                order_line_no=None if pd.isna(line.order_line_no) else int(line.order_line_no),
-                sku=line.sku,
-            )
-            for line in lines.itertuples()
-        ),
-    )
-
-
 def _same(a: float, b: float, integral: bool) -> bool:
     if np.isnan(a) or np.isnan(b):
         return np.isnan(a) and np.isnan(b)
@@ -78,7 +54,7 @@ def test_online_equals_offline_for_every_feature(loaded: Engine) -> None:
     with loaded.connect() as connection:
         for return_id in sample:
             row = returns.loc[return_id]
-            online = online_features(connection, _request(row, by_return[return_id]))
+            online = online_features(connection, stored_request(row, by_return[return_id]))
             for feature in FRAUD_FEATURES_V1:
                 a, b = offline.at[return_id, feature.name], online[feature.name]
                 if not _same(a, b, feature.is_count):
@@ -115,7 +91,7 @@ def test_store_windows_are_exact_whatever_the_snapshot_age(loaded: Engine, snaps
     sample = offline[returns.loc[offline.index, "location_id"].notna()].sample(150, random_state=5).index
     with loaded.connect() as connection:
         for return_id in sample:
-            online = online_features(connection, _request(returns.loc[return_id], by_return[return_id]))
+            online = online_features(connection, stored_request(returns.loc[return_id], by_return[return_id]))
             for feature in store:
                 a, b = offline.at[return_id, feature.name], online[feature.name]
                 assert _same(a, b, feature.is_count), (return_id, feature.name, a, b)
