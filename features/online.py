@@ -12,8 +12,6 @@ are resolved in SQL) and psycopg prepares them after a few uses; SQLite reads lo
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +23,7 @@ from features import engine
 from features.catalogue import DAY_US, FRAUD_FEATURES_V1, Feature
 from features.engine import Arrays, History, Requests
 from features.sources import CUSTOMER_HISTORY_DAYS, order_events, return_events, review_events
-from oms.types import SQLITE_DATETIME_FORMAT
+from oms.driver import Driver, Statement
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -165,9 +163,7 @@ SELECT
   COALESCE((SELECT orders FROM snap_t), 0) + (SELECT n FROM ord_t) - COALESCE((SELECT orders FROM snap_s), 0) - (SELECT n FROM ord_s),
   (SELECT n FROM emp), (SELECT receiptless FROM emp), (SELECT cash FROM emp)"""
 
-PRODUCTS = (
-    "SELECT sku, style_id, category, size, list_price, return_window_days FROM products WHERE sku IN ({skus})"
-)
+PRODUCTS = "SELECT sku, style_id, category, size, list_price, return_window_days FROM products WHERE sku {skus}"
 
 # the latest snapshot row at or before the request's day, per sku, style and category of each sku: one
 # primary-key range scan each (an OR over levels would defeat the index)
@@ -211,51 +207,8 @@ CROSS JOIN LATERAL (
     WHERE ps.level = k.level AND ps.key = k.key AND ps.day <= :day ORDER BY ps.day DESC LIMIT 1
 ) AS s"""
 
-_NAMED = re.compile(r"(?<!:):([a-z_0-9]+)")
-
-
-@functools.lru_cache(maxsize=256)
-def _translate(text: str, skus: int, postgres: bool) -> str:
-    """Named-parameter SQL in the driver's style (cached: the same few statements every request)."""
-    if postgres:
-        return _NAMED.sub(lambda m: f"%({m.group(1)})s", text)
-    return text.replace("{skus}", ", ".join(f":sku{i}" for i in range(skus)))  # SQLite's second round
-
-
 def _sku_params(skus: list[str]) -> dict[str, Any]:
     return {f"sku{i}": sku for i, sku in enumerate(skus)}
-
-
-class _Driver:
-    """Runs named-parameter SQL on the connection's DB-API driver (sqlite3 or psycopg 3)."""
-
-    def __init__(self, connection: Connection) -> None:
-        self.raw = connection.connection.driver_connection
-        self.postgres = connection.dialect.name == "postgresql"
-
-    def time(self, moment: dt.datetime) -> Any:
-        moment = moment.astimezone(dt.UTC)
-        return moment if self.postgres else moment.replace(tzinfo=None).strftime(SQLITE_DATETIME_FORMAT)
-
-    def sql(self, text: str, skus: int = 0) -> str:
-        return _translate(text, skus, self.postgres)
-
-    def run(self, statements: list[tuple[str, dict[str, Any]]]) -> list[list[tuple]]:
-        """Execute statements and fetch all their rows; on PostgreSQL in one pipeline."""
-        if not self.postgres:
-            cursor = self.raw.cursor()
-            results = []
-            for sql, params in statements:
-                results.append(cursor.execute(sql, params).fetchall())
-            return results
-        cursors = [self.raw.cursor() for _ in statements]
-        with self.raw.pipeline():
-            for cursor, (sql, params) in zip(cursors, statements, strict=True):
-                cursor.execute(sql, params)
-        results = [cursor.fetchall() for cursor in cursors]
-        for cursor in cursors:
-            cursor.close()
-        return results
 
 
 def _micros(value: Any) -> float:
@@ -299,7 +252,13 @@ def online_features(
 
 def gather(connection: Connection, request: OnlineRequest) -> tuple[Requests, History]:
     """Read everything one request's features need (PostgreSQL: one round trip; SQLite: two rounds)."""
-    db = _Driver(connection)
+    db = Driver(connection)
+    return assemble(db, request, db.run(reads(db, request)))
+
+
+def reads(db: Driver, request: OnlineRequest) -> list[Statement]:
+    """The statements of `gather`, for a caller that batches them with its own reads (the return's
+    context at scoring time); their rows go to `assemble`, in the same order."""
     t = request.t.astimezone(dt.UTC)
     t_us = int(_micros(t))
     params = {
@@ -319,16 +278,13 @@ def gather(connection: Connection, request: OnlineRequest) -> tuple[Requests, Hi
         return {name: params[name] for name in names}
 
     statements = [
-        (db.sql(ORDER_LINES), only("order_id")),
-        (db.sql(PAYMENTS), only("order_id")),
-        (db.sql(CUSTOMER_ROW), only("customer_id", "order_id")),
-        (db.sql(CUSTOMER_ORDERS), only("customer_id", "order_id", "since", "t")),
-        (db.sql(CUSTOMER_RETURNS), only("customer_id", "order_id", "t")),
-        (db.sql(LINKS_AND_REVIEWS), only("customer_id", "order_id", "t")),
-        (
-            db.sql(STORE_AND_EMPLOYEE),
-            only("location_id", "employee_id", "since30", "t", "day", "day30", "epoch"),
-        ),
+        (ORDER_LINES, only("order_id")),
+        (PAYMENTS, only("order_id")),
+        (CUSTOMER_ROW, only("customer_id", "order_id")),
+        (CUSTOMER_ORDERS, only("customer_id", "order_id", "since", "t")),
+        (CUSTOMER_RETURNS, only("customer_id", "order_id", "t")),
+        (LINKS_AND_REVIEWS, only("customer_id", "order_id", "t")),
+        (STORE_AND_EMPLOYEE, only("location_id", "employee_id", "since30", "t", "day", "day30", "epoch")),
     ]
     if db.postgres:
         products_params = {
@@ -337,10 +293,16 @@ def gather(connection: Connection, request: OnlineRequest) -> tuple[Requests, Hi
             "skus": [line.sku for line in request.lines],
         }
         statements += [
-            (db.sql(PRODUCTS_PG), products_params),
-            (db.sql(PRODUCT_STATS_PG), {**products_params, "day": t_us // DAY_US}),
+            (PRODUCTS_PG, products_params),
+            (PRODUCT_STATS_PG, {**products_params, "day": t_us // DAY_US}),
         ]
-    results = db.run(statements)
+    return statements
+
+
+def assemble(db: Driver, request: OnlineRequest, results: list[list[tuple]]) -> tuple[Requests, History]:
+    """The request's feature inputs from the rows of `reads` (SQLite reads its products here)."""
+    t = request.t.astimezone(dt.UTC)
+    t_us = int(_micros(t))
     order_rows, payment_rows, customer_rows, cust_order_rows, cust_return_rows, link_rows, counts = results[
         :7
     ]
@@ -350,21 +312,18 @@ def gather(connection: Connection, request: OnlineRequest) -> tuple[Requests, Hi
         for line in request.lines
     ]
     wanted = sorted({sku for sku in skus if sku is not None})
-    product_rows, stat_rows = (
-        results[7:]
-        if db.postgres
-        else db.run(
+    if db.postgres:
+        product_rows, stat_rows = results[7:9]
+    elif wanted:
+        fragment, sku_params = db.in_list("sku", wanted)
+        product_rows, stat_rows = db.run(
             [
-                (db.sql(PRODUCTS, len(wanted)), _sku_params(wanted)),
-                (
-                    db.sql(product_stats_sql(len(wanted)), len(wanted)),
-                    {"day": t_us // DAY_US, **_sku_params(wanted)},
-                ),
+                (PRODUCTS.format(skus=fragment), sku_params),
+                (product_stats_sql(len(wanted)), {"day": t_us // DAY_US, **_sku_params(wanted)}),
             ]
         )
-        if wanted
-        else ([], [])
-    )
+    else:
+        product_rows, stat_rows = [], []
     products = {row[0]: row for row in product_rows}
     customer_id, created = (customer_rows[0][0], customer_rows[0][1]) if customer_rows else (None, None)
     placed, channel = (order_rows[0][0], order_rows[0][1]) if order_rows else (None, None)
