@@ -10,11 +10,12 @@ from api.state import AppState
 from oms.apikeys import Principal
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async: FastAPI runs a plain function in its threadpool, a thread hop per request for a lookup
     return request.app.state.recoup
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:
     # set by the API-key middleware, which has already refused requests without a valid key
     return request.state.principal
 

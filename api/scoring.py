@@ -24,11 +24,13 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from features import engine as feature_engine
-from features.online import OnlineRequest, RequestLine, gather
+from features import online as online_features
+from features.online import OnlineRequest, RequestLine
 from models.explain import reason_codes
 from models.fraud import FraudModel, band
 from models.recovery import RecoveryModel
 from oms.disposition import FEASIBLE, STATIC_ROUTING
+from oms.driver import Driver, Statement
 from oms.lifecycle import Assessment, CreateReturn, Reason, RequestContext
 from oms.policy import Policy
 from oms.tables import ServingLog
@@ -153,6 +155,10 @@ class ModelScorer:
         self.policy = policy
         self.last: Scored | None = None  # what the last assessment computed (per service instance)
 
+    def reads(self, db: Driver, request: CreateReturn, now: dt.datetime) -> list[Statement]:
+        """The online features' reads, batched with the return's context (one round trip)."""
+        return online_features.reads(db, _online_request(request, now))
+
     def assess(
         self, session: Session, request: CreateReturn, context: RequestContext, policy_decision: Assessment
     ) -> Assessment:
@@ -161,15 +167,21 @@ class ModelScorer:
         model = champions.fraud
         online = _online_request(request, context.now)
         scored = Scored(policy_decision)
+
+        def inputs():
+            if context.scorer_rows is None:  # a context read without this scorer
+                return online_features.gather(session.connection(), online)
+            return online_features.assemble(Driver(session.connection()), online, context.scorer_rows)
+
         try:
             if model is None:
                 raise LookupError("no champion fraud model")
-            batch, history = gather(session.connection(), online)
+            batch, history = inputs()
             values = feature_engine.compute(batch, history)
             row = np.array([values[name][0] for name in model.features], dtype=np.float64).reshape(1, -1)
-            raw = model.raw(row)
-            score = float(model.calibrate(raw)[0])
-            contributions = model.contributions(row)[0]
+            contributions = model.rows.predict(row[0], "contrib")
+            # the contributions sum to the margin: one TreeSHAP pass gives both score and reasons
+            score = float(model.calibrate(np.array([contributions.sum()]))[0])
             reasons = reason_codes(model.features, row[0], contributions, model.typical)
             scored.features = {name: float(values[name][0]) for name in model.features}
             scored.lines = self._lines(batch, champions.recovery, request)
@@ -185,7 +197,7 @@ class ModelScorer:
                 {"degraded_because": str(exc)[:200]},
             )
             try:
-                batch, _ = gather(session.connection(), online)
+                batch, _ = inputs()
                 scored.lines = self._lines(batch, champions.recovery, request)
             except Exception:  # estimates are a courtesy; the decision stands without them
                 scored.lines = []
@@ -240,7 +252,8 @@ class ModelScorer:
 def _route(
     model: RecoveryModel, lines, index: int, condition: str, line, header
 ) -> tuple[str | None, float | None]:
-    options = list(FEASIBLE.get(condition, ()))
+    """The feasible disposition with the highest estimated recovery for one line, and that estimate."""
+    options = FEASIBLE.get(condition, ())
     if not options:
         return None, None
     placed = header["order_placed"][0]
@@ -259,27 +272,20 @@ def _route(
         "receiptless": float(isinstance(header["order_id"][0], type(None))),
         "style_return_rate": math.nan,
     }
-    matrix = np.array(
-        [
-            [
-                _encode(model, name, option if name == "disposition" else base.get(name))
-                for name in model.features
-            ]
-            for option in options
-        ],
-        dtype=np.float64,
-    )
-    estimates = model.booster.predict(matrix, num_threads=1) * line.quantity
+    codes = model.codes
+    row = np.array([_encode(codes, name, base.get(name)) for name in model.features], dtype=np.float64)
+    where = model.features.index("disposition")
+    estimates = []
+    for option in options:
+        row[where] = _encode(codes, "disposition", option)
+        estimates.append(float(model.rows.predict(row)[0]) * line.quantity)
     best = int(np.argmax(estimates))
-    return options[best], round(float(estimates[best]), 2)
+    return options[best], round(estimates[best], 2)
 
 
-def _encode(model: RecoveryModel, name: str, value: Any) -> float:
-    if name in model.vocab:
-        try:
-            return float(model.vocab[name].index(value))
-        except ValueError:
-            return -1.0
+def _encode(codes: dict[str, dict[Any, int]], name: str, value: Any) -> float:
+    if name in codes:
+        return float(codes[name].get(value, -1))
     return math.nan if value is None else float(value)
 
 

@@ -163,7 +163,9 @@ SELECT
   COALESCE((SELECT orders FROM snap_t), 0) + (SELECT n FROM ord_t) - COALESCE((SELECT orders FROM snap_s), 0) - (SELECT n FROM ord_s),
   (SELECT n FROM emp), (SELECT receiptless FROM emp), (SELECT cash FROM emp)"""
 
-PRODUCTS = "SELECT sku, style_id, category, size, list_price, return_window_days FROM products WHERE sku {skus}"
+PRODUCTS = (
+    "SELECT sku, style_id, category, size, list_price, return_window_days FROM products WHERE sku {skus}"
+)
 
 # the latest snapshot row at or before the request's day, per sku, style and category of each sku: one
 # primary-key range scan each (an OR over levels would defeat the index)
@@ -206,6 +208,7 @@ CROSS JOIN LATERAL (
     SELECT ps.level, ps.key, ps.sold_units, ps.returned_units FROM product_stats ps
     WHERE ps.level = k.level AND ps.key = k.key AND ps.day <= :day ORDER BY ps.day DESC LIMIT 1
 ) AS s"""
+
 
 def _sku_params(skus: list[str]) -> dict[str, Any]:
     return {f"sku{i}": sku for i, sku in enumerate(skus)}

@@ -8,6 +8,7 @@ policy's review and deny thresholds mean probabilities.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from sklearn.linear_model import LogisticRegression
 
 from features.catalogue import FEATURE_SETS, FRAUD_FEATURE_SET, FRAUD_FEATURES_V1, names
 from models.evaluation import Split, evaluate, legacy_rule_scores, time_split
+from models.native import RowPredictor
 
 POSITIVE = ("fraud", "abuse")
 SEED = 42
@@ -74,6 +76,11 @@ class FraudModel:
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
         """Per-feature contributions to the margin, last column the base value (they sum to `raw`)."""
         return self.booster.predict(matrix, pred_contrib=True, num_threads=1)
+
+    @functools.cached_property
+    def rows(self) -> RowPredictor:
+        """Single-row predictions for serving (LightGBM's fast C path; same values as `booster`)."""
+        return RowPredictor(self.booster)
 
     def meta(self) -> dict[str, Any]:
         return {

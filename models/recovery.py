@@ -9,6 +9,7 @@ its exploration produced.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalogue import LINE_FEATURE_SET, LINE_FEATURES_V1, names
+from models.native import RowPredictor
 from oms import enums
 from oms.disposition import FEASIBLE, STATIC_ROUTING, Choice, ReturnedItem
 
@@ -59,6 +61,16 @@ class RecoveryModel:
             else:
                 columns.append(pd.to_numeric(values, errors="coerce").to_numpy(dtype=float))
         return np.column_stack(columns) if columns else np.zeros((len(frame), 0))
+
+    @functools.cached_property
+    def rows(self) -> RowPredictor:
+        """Single-row predictions for serving (LightGBM's fast C path; same values as `booster`)."""
+        return RowPredictor(self.booster)
+
+    @functools.cached_property
+    def codes(self) -> dict[str, dict[Any, int]]:
+        """The vocabularies as value -> code (unknown values encode as -1)."""
+        return {name: {v: i for i, v in enumerate(values)} for name, values in self.vocab.items()}
 
     def predict_unit(self, frame: pd.DataFrame) -> np.ndarray:
         return self.booster.predict(self.encode(frame), num_threads=1)

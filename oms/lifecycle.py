@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from oms import enums, refunds
+from oms import context_reads, enums, refunds
+from oms.context_reads import ContextRows, OrderedLine, OrderRef, ProductRef
 from oms.disposition import (
     BUCKET,
     SUSPICIOUS_CONDITIONS,
@@ -39,10 +40,10 @@ from oms.disposition import (
     StaticChooser,
     check_feasible,
 )
+from oms.driver import Driver, Statement
 from oms.errors import RecoupError
 from oms.policy import Policy
 from oms.tables import (
-    Customer,
     Exchange,
     FraudReview,
     InventoryMovement,
@@ -67,46 +68,6 @@ ZERO = Decimal("0.00")
 SMOOTHING_UNITS = 20.0
 CENT = Decimal("0.01")
 CLOSED = ("rejected", "cancelled", "expired")
-
-# Statements of the request path, built once (building and cache-keying them per call costs more CPU
-# than running them); values come in as bind parameters.
-_ORDER_LINES = select(OrderLine).where(OrderLine.order_id == bindparam("order_id"))
-_PRODUCTS = select(Product).where(Product.sku.in_(bindparam("skus", expanding=True)))
-_TAKEN_UNITS = (
-    select(ReturnLine.order_line_no, func.sum(ReturnLine.quantity))
-    .join(Return, Return.return_id == ReturnLine.return_id)
-    .where(ReturnLine.order_id == bindparam("order_id"), Return.status.not_in(CLOSED))
-    .group_by(ReturnLine.order_line_no)
-)
-_CUSTOMER_RETURNS = select(
-    select(func.count())
-    .select_from(Return)
-    .where(
-        Return.customer_id == bindparam("customer_id"),
-        Return.requested_at >= bindparam("since"),
-        Return.requested_at <= bindparam("now"),
-        Return.status.not_in(CLOSED),
-    )
-    .scalar_subquery(),
-    select(func.coalesce(func.sum(ReturnLine.refund_amount), 0))
-    .join(Return, Return.return_id == ReturnLine.return_id)
-    .where(
-        Return.customer_id == bindparam("customer_id"),
-        Return.requested_at >= bindparam("since"),
-        Return.requested_at <= bindparam("now"),
-    )
-    .scalar_subquery(),
-    select(func.count())
-    .select_from(Return)
-    .where(
-        Return.customer_id == bindparam("customer_id"),
-        Return.order_id.is_(None),
-        Return.requested_at >= bindparam("receiptless_since"),
-        Return.requested_at <= bindparam("now"),
-        Return.status.not_in(CLOSED),
-    )
-    .scalar_subquery(),
-)
 
 TRANSITIONS: dict[str, dict[str, str]] = {
     "requested": {"authorize": "authorized", "hold": "pending_review", "reject": "rejected"},
@@ -191,7 +152,12 @@ class Assessment:
 
 
 class Scorer(Protocol):
-    """Scores a request at return time (the Scoring API issue plugs the champion model in here)."""
+    """Scores a request at return time (the Scoring API issue plugs the champion model in here).
+
+    `reads` are the scorer's statements, run in the same batch as the context's; their rows come back
+    as `RequestContext.scorer_rows`."""
+
+    def reads(self, db: Driver, request: CreateReturn, now: dt.datetime) -> list[Statement]: ...
 
     def assess(
         self, session: Session, request: CreateReturn, context: RequestContext, policy_decision: Assessment
@@ -203,13 +169,14 @@ class RequestContext:
     """What the rules (and the scorer) need to know about a request, read from the database."""
 
     now: dt.datetime
-    order: Order | None
-    lines: list[tuple[LineRequest, OrderLine | None, Product]]
+    order: OrderRef | None
+    lines: list[tuple[LineRequest, OrderedLine | None, ProductRef]]
     customer_id: str | None
     returns_in_window: int
     refunded_in_window: Decimal
     receiptless_in_window: int
     unit_value: list[Decimal]  # estimated refund per unit of each line
+    scorer_rows: list[list[tuple]] | None = None  # the rows of the scorer's reads
 
     @property
     def value(self) -> Decimal:
@@ -266,8 +233,11 @@ class ReturnService:
     # creating --------------------------------------------------------------------------------------
 
     def context(self, request: CreateReturn) -> RequestContext:
-        """Validate a request against the database and gather what the rules need (no writes)."""
-        session, now = self.session, self._now(request.requested_at)
+        """Validate a request against the database and gather what the rules need (no writes).
+
+        Everything is read in one batch (`oms.context_reads`; one round trip on PostgreSQL), together
+        with the scorer's own reads when there is a scorer."""
+        now = self._now(request.requested_at)
         if request.channel not in enums.RETURN_CHANNELS:
             raise InvalidRequestError(
                 f"channel {request.channel!r} is not one of {', '.join(enums.RETURN_CHANNELS)}"
@@ -278,24 +248,48 @@ class ReturnService:
             )
         if not request.lines:
             raise InvalidRequestError("a return needs at least one line")
-        if request.location_id is not None and self.session.get(Location, request.location_id) is None:
+        db = Driver(self.session.connection())
+        skus = {line.sku for line in request.lines if line.sku is not None}
+        skus |= {line.replacement_sku for line in request.lines if line.replacement_sku is not None}
+        own = context_reads.statements(
+            db,
+            order_id=request.order_id,
+            customer_id=request.customer_id,
+            location_id=request.location_id,
+            skus=sorted(skus),
+            now=now,
+            since=now - dt.timedelta(days=self.policy.velocity.window_days),
+            receiptless_since=now - dt.timedelta(days=self.policy.receiptless.per_customer_days),
+            lowest_since=now - dt.timedelta(days=self.policy.receiptless.lowest_price_days),
+        )
+        extra = self.scorer.reads(db, request, now) if self.scorer is not None else []
+        results = db.run(own + extra)
+        context = self._validate(request, now, context_reads.rows(results[: len(own)]))
+        context.scorer_rows = results[len(own) :] if self.scorer is not None else None
+        return context
+
+    def _validate(self, request: CreateReturn, now: dt.datetime, found: ContextRows) -> RequestContext:
+        if request.location_id is not None and not found.location_found:
             raise InvalidRequestError(f"location {request.location_id!r} does not exist")
         order = None
         customer_id = request.customer_id
         if request.order_id is not None:
-            order = session.get(Order, request.order_id)
+            order = found.order
             if order is None:
                 raise InvalidRequestError(f"order {request.order_id!r} does not exist")
             if customer_id is not None and order.customer_id is not None and customer_id != order.customer_id:
                 raise InvalidRequestError(f"order {order.order_id} belongs to another customer")
             customer_id = customer_id or order.customer_id
-        if customer_id is not None and session.get(Customer, customer_id) is None:
+        if customer_id is not None and not found.customer_found:
             raise InvalidRequestError(f"customer {customer_id!r} does not exist")
-        lines: list[tuple[LineRequest, OrderLine | None, Product]] = []
+        lines: list[tuple[LineRequest, OrderedLine | None, ProductRef]] = []
         unit_value: list[Decimal] = []
-        order_lines = self._order_lines(order) if order is not None else {}
-        remaining = self._remaining_units(order, order_lines) if order is not None else {}
-        products = self._products(request, order_lines)
+        order_lines = found.order_lines if order is not None else {}
+        remaining = {
+            line_no: max(line.quantity - found.taken.get(line_no, 0), 0)
+            for line_no, line in order_lines.items()
+        }
+        products = found.products
         for position, line in enumerate(request.lines, start=1):
             if line.quantity < 1:
                 raise InvalidRequestError(f"line {position}: quantity must be at least 1")
@@ -307,6 +301,7 @@ class ReturnService:
                 raise InvalidRequestError(
                     f"line {position}: condition {line.condition!r} is not one of {', '.join(enums.CONDITIONS)}"
                 )
+            ordered: OrderedLine | None
             if order is not None:
                 if line.order_line_no is None:
                     raise InvalidRequestError(
@@ -340,7 +335,8 @@ class ReturnService:
                 product = products.get(line.sku)
                 if product is None:
                     raise InvalidRequestError(f"line {position}: product {line.sku!r} does not exist")
-                unit_value.append(self._lowest_recent_price(product, now))
+                lowest = found.lowest_prices.get(product.sku)
+                unit_value.append(product.list_price if lowest is None else min(lowest, product.list_price))
             assert product is not None
             if line.replacement_sku is not None:
                 replacement = products.get(line.replacement_sku)
@@ -355,13 +351,11 @@ class ReturnService:
             elif request.refund_method == "exchange":
                 raise InvalidRequestError(f"line {position}: an exchange needs a replacement_sku")
             lines.append((line, ordered, product))
-        velocity = self.policy.velocity
-        since = now - dt.timedelta(days=velocity.window_days)
-        count, refunded = 0, ZERO
-        receiptless = 0
+        count, refunded, receiptless = 0, ZERO, 0
         if customer_id is not None:
-            receiptless_since = now - dt.timedelta(days=self.policy.receiptless.per_customer_days)
-            count, refunded, receiptless = self._customer_returns(customer_id, since, receiptless_since, now)
+            count = found.returns_in_window
+            refunded = found.refunded_in_window
+            receiptless = found.receiptless_in_window
         return RequestContext(now, order, lines, customer_id, count, refunded, receiptless, unit_value)
 
     def assess(self, request: CreateReturn, context: RequestContext) -> Assessment:
@@ -1005,61 +999,21 @@ class ReturnService:
                 f"return {header.return_id} was changed by someone else; re-read it and retry"
             ) from exc
 
-    def _remaining_units(self, order: Order, order_lines: dict[int, OrderLine]) -> dict[int, int]:
-        """Units of each order line not yet in an open or completed return."""
-        ordered = {line_no: line.quantity for line_no, line in order_lines.items()}
-        taken = self.session.execute(_TAKEN_UNITS, {"order_id": order.order_id}).all()
-        remaining = dict(ordered)
-        for line_no, quantity in taken:
-            if line_no is not None:
-                remaining[line_no] = max(remaining.get(line_no, 0) - int(quantity), 0)
-        return remaining
-
-    def _order_lines(self, order: Order) -> dict[int, OrderLine]:
-        """All lines of the order in one query (held here: the session's identity map is weak)."""
-        return {
-            line.line_no: line
-            for line in self.session.execute(_ORDER_LINES, {"order_id": order.order_id}).scalars()
-        }
-
-    def _products(self, request: CreateReturn, order_lines: dict[int, OrderLine]) -> dict[str, Product]:
-        """Every product the request names (sold, receiptless or replacement) in one query."""
-        skus = {line.sku for line in request.lines if line.sku is not None}
-        skus |= {line.replacement_sku for line in request.lines if line.replacement_sku is not None}
-        skus |= {
-            order_lines[line.order_line_no].sku for line in request.lines if line.order_line_no in order_lines
-        }
-        if not skus:
-            return {}
-        found = self.session.execute(_PRODUCTS, {"skus": sorted(skus)}).scalars()
-        return {product.sku: product for product in found}
-
-    def _customer_returns(
-        self, customer_id: str, since: dt.datetime, receiptless_since: dt.datetime, now: dt.datetime
-    ) -> tuple[int, Decimal, int]:
-        """Open or completed returns and refunded value since `since`, open or completed receiptless
-        returns since `receiptless_since` (one round trip)."""
-        found, refunded, receiptless_found = self.session.execute(
-            _CUSTOMER_RETURNS,
-            {"customer_id": customer_id, "since": since, "receiptless_since": receiptless_since, "now": now},
-        ).one()
-        return int(found), Decimal(str(refunded)).quantize(CENT), int(receiptless_found)
-
     def _lowest_recent_price(self, product: Product, now: dt.datetime) -> Decimal:
         """The lowest price a unit of this sku sold for in the policy's lookback (list price if none)."""
+        db = Driver(self.session.connection())
+        fragment, params = db.in_list("skus", [product.sku])
         since = now - dt.timedelta(days=self.policy.receiptless.lowest_price_days)
-        lowest = self.session.execute(
-            select(
-                func.min(
-                    (OrderLine.unit_price * OrderLine.quantity - OrderLine.discount) / OrderLine.quantity
+        found = db.run(
+            [
+                (
+                    context_reads.LOWEST_PRICES.format(skus=fragment),
+                    {**params, "since": db.time(since), "now": db.time(now)},
                 )
-            )
-            .join(Order, Order.order_id == OrderLine.order_id)
-            .where(OrderLine.sku == product.sku, Order.placed_at >= since, Order.placed_at < now)
-        ).scalar_one()
-        if lowest is None:
-            return product.list_price
-        return min(Decimal(str(lowest)).quantize(CENT, rounding="ROUND_FLOOR"), product.list_price)
+            ]
+        )[0]
+        lowest = context_reads.rows_lowest(found).get(product.sku)
+        return product.list_price if lowest is None else min(lowest, product.list_price)
 
     def _order_snapshot(self, order_id: str) -> refunds.OrderSnapshot:
         order = self.session.get(Order, order_id)
@@ -1292,7 +1246,7 @@ def timeline(session: Session, return_id: str) -> Sequence[ReturnEvent]:
     )
 
 
-def _paid_per_unit(line: OrderLine) -> Decimal:
+def _paid_per_unit(line: OrderLine | OrderedLine) -> Decimal:
     return ((line.unit_price * line.quantity - line.discount) / line.quantity).quantize(
         CENT, rounding="ROUND_FLOOR"
     )

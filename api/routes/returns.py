@@ -126,7 +126,7 @@ def _create_request(body: ReturnCreate) -> CreateReturn:
 
 
 @router.post("/score", response_model=ScoreOut, responses=ERRORS, openapi_extra=needs("returns:read"))
-def score_return(body: ReturnCreate, state: State) -> ScoreOut:
+async def score_return(body: ReturnCreate, state: State) -> ScoreOut:
     """Score a prospective return without changing anything: decision, fraud score, reasons, per-line estimates."""
     create = _create_request(body)
     scorer = state.scorer()

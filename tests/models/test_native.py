@@ -1,0 +1,72 @@
+"""The fast single-row predictor gives exactly what `Booster.predict` gives, from any thread."""
+
+from __future__ import annotations
+
+import threading
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from models.native import RowPredictor
+
+COLUMNS = 6
+
+
+def _booster(objective: str) -> lgb.Booster:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(600, COLUMNS))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    signal = np.nan_to_num(x[:, 0]) - 2 * np.nan_to_num(x[:, 1]) + rng.normal(size=600)
+    y = (signal > 0).astype(float) if objective == "binary" else signal
+    params = {"objective": objective, "num_leaves": 7, "verbose": -1, "num_threads": 1, "seed": 1}
+    return lgb.train(params, lgb.Dataset(x, y), num_boost_round=25)
+
+
+BOOSTERS = {objective: _booster(objective) for objective in ("binary", "regression")}
+PREDICTORS = {objective: RowPredictor(booster) for objective, booster in BOOSTERS.items()}
+ROWS = arrays(
+    np.float64,
+    COLUMNS,
+    elements=st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.just(float("nan"))),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(row=ROWS, objective=st.sampled_from(sorted(BOOSTERS)))
+def test_single_rows_equal_booster_predict(row: np.ndarray, objective: str) -> None:
+    booster, predictor = BOOSTERS[objective], PREDICTORS[objective]
+    matrix = row.reshape(1, -1)
+    assert predictor.predict(row, "normal")[0] == booster.predict(matrix, num_threads=1)[0]
+    assert predictor.predict(row, "raw")[0] == booster.predict(matrix, raw_score=True, num_threads=1)[0]
+    contributions = predictor.predict(row, "contrib")
+    np.testing.assert_array_equal(contributions, booster.predict(matrix, pred_contrib=True, num_threads=1)[0])
+    assert contributions.shape == (COLUMNS + 1,)
+    assert contributions.sum() == pytest.approx(predictor.predict(row, "raw")[0], abs=1e-9)
+
+
+def test_wrong_width_is_refused() -> None:
+    with pytest.raises(ValueError, match="takes 6 features, the row has 5"):
+        PREDICTORS["binary"].predict(np.zeros(5))
+
+
+def test_threads_each_get_their_own_handle_and_the_right_answers() -> None:
+    booster, predictor = BOOSTERS["regression"], PREDICTORS["regression"]
+    rows = np.random.default_rng(3).normal(size=(400, COLUMNS))
+    expected = booster.predict(rows, num_threads=1)
+    wrong: list[int] = []
+
+    def run(offset: int) -> None:
+        for i in range(offset, len(rows), 4):
+            if predictor.predict(rows[i])[0] != expected[i]:
+                wrong.append(i)
+
+    threads = [threading.Thread(target=run, args=(offset,)) for offset in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
