@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 
@@ -47,9 +48,41 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
 
-    kwargs.setdefault("pool_pre_ping", True)
+    # a pooled connection idle for a while is pinged before use (PostgreSQL may have restarted); one
+    # that was in use moments ago is not: a ping per checkout is a round trip per request
+    kwargs.setdefault("pool_pre_ping", False)
     # psycopg prepares a statement once a connection has run it 5 times (the hot paths: scoring, online
     # features, lifecycle lookups). Generic plans keep PostgreSQL from re-planning those on every call;
     # the online features' lateral snapshot lookups cost more to plan than to run.
     kwargs.setdefault("connect_args", {"options": "-c timezone=UTC -c plan_cache_mode=force_generic_plan"})
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    _ping_when_idle(engine)
+    return engine
+
+
+PING_AFTER_IDLE = 10.0  # seconds a pooled connection may sit unused before it is pinged at checkout
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling for connections that sat in the pool: a dead one is replaced
+    before the caller gets it (the pool retries on `DisconnectionError`)."""
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        used = record.info.get("recoup_checked_in")
+        if used is not None and time.monotonic() - used < PING_AFTER_IDLE:
+            return
+        try:
+            # outside a transaction: the caller's unit of work sets up its own (READ ONLY, say)
+            autocommit, dbapi_connection.autocommit = dbapi_connection.autocommit, True
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            finally:
+                dbapi_connection.autocommit = autocommit
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise exc.DisconnectionError(f"stale pooled connection: {error}") from error
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["recoup_checked_in"] = time.monotonic()

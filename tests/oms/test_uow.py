@@ -34,3 +34,28 @@ def test_a_reading_unit_keeps_nothing_and_a_writing_unit_commits(engine: Engine)
     assert _keys(engine) == 1
     with unit_of_work(engine, write=False) as session:  # and reading works on both
         assert [k.name for k in session.execute(select(ApiKey)).scalars()] == ["kept"]
+
+
+def test_a_pooled_connection_that_died_while_idle_is_replaced_at_checkout(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite is in process: its connections do not die")
+    from sqlalchemy import text
+
+    from oms import db
+
+    with engine.connect() as connection:
+        victim = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with engine.connect() as connection:  # used moments ago: handed out without a ping
+        assert connection.execute(text("SELECT pg_backend_pid()")).scalar_one() == victim
+    with engine.connect() as connection, engine.connect() as other:  # the second is a new connection
+        assert other.execute(text("SELECT pg_backend_pid()")).scalar_one() != victim
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": victim})
+        other.commit()
+    monkeypatch.setattr(db, "PING_AFTER_IDLE", 0.0)  # every pooled connection counts as idle now
+    for _ in range(3):  # whichever pooled connection comes out is alive, or replaced before use
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT pg_backend_pid()")).scalar_one() != victim
+    with unit_of_work(engine, write=False) as session:  # and a pinged connection still reads READ ONLY
+        assert session.execute(select(func.count()).select_from(ApiKey)).scalar_one() == 0
