@@ -86,7 +86,6 @@ WHERE o.order_id = :order_id ORDER BY l.line_no"""
 
 PAYMENTS = "SELECT method, amount FROM payments WHERE order_id = :order_id"
 
-CUSTOMER_ROW = f"SELECT customer_id, created_at FROM customers WHERE customer_id = {CUSTOMER}"
 
 CUSTOMER_ORDERS = f"""
 SELECT o.order_id, o.customer_id, o.placed_at, l.quantity, l.unit_price, l.discount
@@ -143,7 +142,8 @@ WHERE f.reviewed_at < :t AND r.customer_id IN (SELECT customer_id FROM uses UNIO
 _SNAP = "(SELECT as_of, returns, receiptless, orders FROM location_stats WHERE location_id = :location_id AND day <= :{day} ORDER BY day DESC LIMIT 1)"
 _AFTER = "COALESCE((SELECT as_of FROM {snap}), :epoch)"
 
-STORE_AND_EMPLOYEE = f"""
+# one row: the store's and the employee's 30-day counts, and the customer (id and created_at)
+CUSTOMER_STORE_EMPLOYEE = f"""
 WITH snap_t AS {_SNAP.format(day="day")}, snap_s AS {_SNAP.format(day="day30")},
 ret_t AS (SELECT COUNT(*) AS n, COUNT(CASE WHEN order_id IS NULL THEN 1 END) AS receiptless FROM returns
           WHERE location_id = :location_id AND requested_at >= {_AFTER.format(snap="snap_t")} AND requested_at < :t),
@@ -161,7 +161,9 @@ SELECT
   COALESCE((SELECT receiptless FROM snap_t), 0) + (SELECT receiptless FROM ret_t)
     - COALESCE((SELECT receiptless FROM snap_s), 0) - (SELECT receiptless FROM ret_s),
   COALESCE((SELECT orders FROM snap_t), 0) + (SELECT n FROM ord_t) - COALESCE((SELECT orders FROM snap_s), 0) - (SELECT n FROM ord_s),
-  (SELECT n FROM emp), (SELECT receiptless FROM emp), (SELECT cash FROM emp)"""
+  (SELECT n FROM emp), (SELECT receiptless FROM emp), (SELECT cash FROM emp),
+  c.customer_id, c.created_at
+FROM (SELECT 1 AS one) AS one LEFT JOIN customers c ON c.customer_id = {CUSTOMER}"""
 
 PRODUCTS = (
     "SELECT sku, style_id, category, size, list_price, return_window_days FROM products WHERE sku {skus}"
@@ -196,18 +198,33 @@ WITH wanted AS (
         ON ol.order_id = :order_id AND ol.line_no = r.line_no
 )"""
 
-PRODUCTS_PG = f"""{_WANTED_PG}
-SELECT p.sku, p.style_id, p.category, p.size, p.list_price, p.return_window_days
-FROM products p WHERE p.sku IN (SELECT sku FROM wanted)"""
+# each wanted sku: its product (NULLs if unknown) and the latest snapshot row at or before the request's
+# day of its sku, style and category (one primary-key range scan each)
+_LATEST = """LEFT JOIN LATERAL (
+    SELECT ps.sold_units, ps.returned_units FROM product_stats ps
+    WHERE ps.level = '{level}' AND ps.key = {key} AND ps.day <= :day ORDER BY ps.day DESC LIMIT 1
+) AS {name} ON true"""
 
-PRODUCT_STATS_PG = f"""{_WANTED_PG}
-SELECT s.level, s.key, s.sold_units, s.returned_units
+PRODUCTS_PG = f"""{_WANTED_PG}
+SELECT w.sku, p.sku, p.style_id, p.category, p.size, p.list_price, p.return_window_days,
+       s_sku.sold_units, s_sku.returned_units, s_style.sold_units, s_style.returned_units,
+       s_category.sold_units, s_category.returned_units
 FROM wanted w LEFT JOIN products p ON p.sku = w.sku
-CROSS JOIN LATERAL (VALUES ('sku', w.sku), ('style', p.style_id), ('category', p.category)) AS k(level, key)
-CROSS JOIN LATERAL (
-    SELECT ps.level, ps.key, ps.sold_units, ps.returned_units FROM product_stats ps
-    WHERE ps.level = k.level AND ps.key = k.key AND ps.day <= :day ORDER BY ps.day DESC LIMIT 1
-) AS s"""
+{_LATEST.format(level="sku", key="w.sku", name="s_sku")}
+{_LATEST.format(level="style", key="p.style_id", name="s_style")}
+{_LATEST.format(level="category", key="p.category", name="s_category")}"""
+
+
+def _split_products_pg(rows: list[tuple]) -> tuple[list[tuple], list[tuple]]:
+    """PRODUCTS_PG's rows as (product rows, snapshot rows) in the shape of the SQLite round."""
+    products, stats = [], []
+    for row in rows:
+        if row[1] is not None:
+            products.append(row[1:7])
+        for level, key, at in (("sku", row[0], 7), ("style", row[2], 9), ("category", row[3], 11)):
+            if key is not None and row[at] is not None:
+                stats.append((level, key, row[at], row[at + 1]))
+    return products, stats
 
 
 def _sku_params(skus: list[str]) -> dict[str, Any]:
@@ -283,11 +300,23 @@ def reads(db: Driver, request: OnlineRequest) -> list[Statement]:
     statements = [
         (ORDER_LINES, only("order_id")),
         (PAYMENTS, only("order_id")),
-        (CUSTOMER_ROW, only("customer_id", "order_id")),
         (CUSTOMER_ORDERS, only("customer_id", "order_id", "since", "t")),
         (CUSTOMER_RETURNS, only("customer_id", "order_id", "t")),
         (LINKS_AND_REVIEWS, only("customer_id", "order_id", "t")),
-        (STORE_AND_EMPLOYEE, only("location_id", "employee_id", "since30", "t", "day", "day30", "epoch")),
+        (
+            CUSTOMER_STORE_EMPLOYEE,
+            only(
+                "customer_id",
+                "order_id",
+                "location_id",
+                "employee_id",
+                "since30",
+                "t",
+                "day",
+                "day30",
+                "epoch",
+            ),
+        ),
     ]
     if db.postgres:
         products_params = {
@@ -296,8 +325,7 @@ def reads(db: Driver, request: OnlineRequest) -> list[Statement]:
             "skus": [line.sku for line in request.lines],
         }
         statements += [
-            (PRODUCTS_PG, products_params),
-            (PRODUCT_STATS_PG, {**products_params, "day": t_us // DAY_US}),
+            (PRODUCTS_PG, {**products_params, "day": t_us // DAY_US}),
         ]
     return statements
 
@@ -306,9 +334,7 @@ def assemble(db: Driver, request: OnlineRequest, results: list[list[tuple]]) -> 
     """The request's feature inputs from the rows of `reads` (SQLite reads its products here)."""
     t = request.t.astimezone(dt.UTC)
     t_us = int(_micros(t))
-    order_rows, payment_rows, customer_rows, cust_order_rows, cust_return_rows, link_rows, counts = results[
-        :7
-    ]
+    order_rows, payment_rows, cust_order_rows, cust_return_rows, link_rows, counts = results[:6]
     by_line = {row[2]: row for row in order_rows}
     skus = [
         by_line[line.order_line_no][3] if line.order_line_no in by_line else line.sku
@@ -316,7 +342,7 @@ def assemble(db: Driver, request: OnlineRequest, results: list[list[tuple]]) -> 
     ]
     wanted = sorted({sku for sku in skus if sku is not None})
     if db.postgres:
-        product_rows, stat_rows = results[7:9]
+        product_rows, stat_rows = _split_products_pg(results[6])
     elif wanted:
         fragment, sku_params = db.in_list("sku", wanted)
         product_rows, stat_rows = db.run(
@@ -328,7 +354,7 @@ def assemble(db: Driver, request: OnlineRequest, results: list[list[tuple]]) -> 
     else:
         product_rows, stat_rows = [], []
     products = {row[0]: row for row in product_rows}
-    customer_id, created = (customer_rows[0][0], customer_rows[0][1]) if customer_rows else (None, None)
+    returns_, receiptless, placed_30, emp_returns, emp_receiptless, emp_cash, customer_id, created = counts[0]
     placed, channel = (order_rows[0][0], order_rows[0][1]) if order_rows else (None, None)
 
     header = {
@@ -382,7 +408,6 @@ def assemble(db: Driver, request: OnlineRequest, results: list[list[tuple]]) -> 
     }
     uses = [row for row in link_rows if row[0] == "use"]
     reviews = [row for row in link_rows if row[0] == "review"]
-    returns_, receiptless, placed_30, emp_returns, emp_receiptless, emp_cash = counts[0]
     history = History(
         orders=order_events(
             _columns(

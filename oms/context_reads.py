@@ -15,38 +15,37 @@ from typing import Any
 from oms.driver import Driver, Statement, read_money, read_time
 from oms.types import CENT
 
-CLOSED = ("rejected", "cancelled", "expired")
 _OPEN = "status NOT IN ('rejected', 'cancelled', 'expired')"
-# the customer a request is about: the one it names, else its order's
-_CUSTOMER = "COALESCE(:customer_id, (SELECT customer_id FROM orders WHERE order_id = :order_id))"
+# the customer a request is about: the one it names, else its order's (`o` in HEADER)
+_CUSTOMER = "COALESCE(:customer_id, o.customer_id)"
 
-LOCATION = "SELECT location_id FROM locations WHERE location_id = :location_id"
-ORDER = "SELECT order_id, customer_id, placed_at FROM orders WHERE order_id = :order_id"
-CUSTOMER = f"SELECT customer_id FROM customers WHERE customer_id = {_CUSTOMER}"
-ORDER_LINES = (
-    "SELECT line_no, sku, quantity, unit_price, discount FROM order_lines WHERE order_id = :order_id"
-)
-# units of each order line already in an open or completed return
-TAKEN_UNITS = f"""
-SELECT rl.order_line_no, SUM(rl.quantity) FROM return_lines rl JOIN returns r ON r.return_id = rl.return_id
-WHERE rl.order_id = :order_id AND r.{_OPEN} GROUP BY rl.order_line_no"""
+# one row: the location (if it exists), the order, the customer (if it exists) and the customer's open or
+# completed returns and refunded value since :since, and open or completed receiptless returns since
+# :receiptless_since (the customer: the one the request names, else its order's)
+HEADER = f"""
+SELECT
+  (SELECT location_id FROM locations WHERE location_id = :location_id),
+  o.order_id, o.customer_id, o.placed_at,
+  (SELECT c.customer_id FROM customers c WHERE c.customer_id = {_CUSTOMER}),
+  (SELECT COUNT(*) FROM returns r WHERE r.customer_id = {_CUSTOMER}
+     AND r.requested_at >= :since AND r.requested_at <= :now AND r.{_OPEN}),
+  (SELECT COALESCE(SUM(rl.refund_amount), 0) FROM returns r JOIN return_lines rl ON rl.return_id = r.return_id
+     WHERE r.customer_id = {_CUSTOMER} AND r.requested_at >= :since AND r.requested_at <= :now),
+  (SELECT COUNT(*) FROM returns r WHERE r.customer_id = {_CUSTOMER} AND r.order_id IS NULL
+     AND r.requested_at >= :receiptless_since AND r.requested_at <= :now AND r.{_OPEN})
+FROM (SELECT 1 AS one) AS one LEFT JOIN orders o ON o.order_id = :order_id"""
+# the order's lines, each with its units already in an open or completed return
+ORDER_LINES = f"""
+SELECT l.line_no, l.sku, l.quantity, l.unit_price, l.discount,
+  (SELECT SUM(rl.quantity) FROM return_lines rl JOIN returns r ON r.return_id = rl.return_id
+   WHERE rl.order_id = l.order_id AND rl.order_line_no = l.line_no AND r.{_OPEN})
+FROM order_lines l WHERE l.order_id = :order_id"""
 # every product the request names (receiptless or replacement skus) or its order sold
 PRODUCTS = """
 SELECT sku, category, list_price, return_window_days, returnable FROM products WHERE sku {skus}
 UNION
 SELECT p.sku, p.category, p.list_price, p.return_window_days, p.returnable
 FROM order_lines l JOIN products p ON p.sku = l.sku WHERE l.order_id = :order_id"""
-# the customer's open or completed returns and refunded value since :since, and open or completed
-# receiptless returns since :receiptless_since
-CUSTOMER_RETURNS = f"""
-WITH me AS (SELECT {_CUSTOMER} AS id)
-SELECT
-  (SELECT COUNT(*) FROM returns r, me WHERE r.customer_id = me.id
-     AND r.requested_at >= :since AND r.requested_at <= :now AND r.{_OPEN}),
-  (SELECT COALESCE(SUM(rl.refund_amount), 0) FROM returns r JOIN return_lines rl ON rl.return_id = r.return_id, me
-     WHERE r.customer_id = me.id AND r.requested_at >= :since AND r.requested_at <= :now),
-  (SELECT COUNT(*) FROM returns r, me WHERE r.customer_id = me.id AND r.order_id IS NULL
-     AND r.requested_at >= :receiptless_since AND r.requested_at <= :now AND r.{_OPEN})"""
 # the lowest price a unit of each sku sold for in the lookback (receiptless refunds)
 LOWEST_PRICES = """
 SELECT l.sku, MIN((l.unit_price * l.quantity - l.discount) * 1.0 / l.quantity)
@@ -108,15 +107,10 @@ def statements(
     """The batch for one request; `rows` reads their results back, in this order."""
     product_list, product_params = db.in_list("skus", skus)
     out: list[Statement] = [
-        (LOCATION, {"location_id": location_id}),
-        (ORDER, {"order_id": order_id}),
-        (CUSTOMER, {"customer_id": customer_id, "order_id": order_id}),
-        (ORDER_LINES, {"order_id": order_id}),
-        (TAKEN_UNITS, {"order_id": order_id}),
-        (PRODUCTS.format(skus=product_list), {**product_params, "order_id": order_id}),
         (
-            CUSTOMER_RETURNS,
+            HEADER,
             {
+                "location_id": location_id,
                 "customer_id": customer_id,
                 "order_id": order_id,
                 "since": db.time(since),
@@ -124,6 +118,8 @@ def statements(
                 "now": db.time(now),
             },
         ),
+        (ORDER_LINES, {"order_id": order_id}),
+        (PRODUCTS.format(skus=product_list), {**product_params, "order_id": order_id}),
     ]
     if order_id is None and skus:
         out.append(
@@ -136,18 +132,18 @@ def statements(
 
 
 def rows(results: list[list[tuple]]) -> ContextRows:
-    location, order, customer, lines, taken, products, counts = results[:7]
-    lowest = results[7] if len(results) > 7 else []
-    count, refunded, receiptless = counts[0]
+    header, lines, products = results[:3]
+    lowest = results[3] if len(results) > 3 else []
+    location, order_id, customer_id, placed_at, customer, count, refunded, receiptless = header[0]
     return ContextRows(
-        location_found=bool(location),
-        order=OrderRef(order[0][0], order[0][1], read_time(order[0][2])) if order else None,
-        customer_found=bool(customer),
+        location_found=location is not None,
+        order=OrderRef(order_id, customer_id, read_time(placed_at)) if order_id is not None else None,
+        customer_found=customer is not None,
         order_lines={
             int(r[0]): OrderedLine(int(r[0]), r[1], int(r[2]), read_money(r[3]), read_money(r[4]))
             for r in lines
         },
-        taken={int(r[0]): int(r[1]) for r in taken if r[0] is not None},
+        taken={int(r[0]): int(r[5]) for r in lines if r[5] is not None},
         products={r[0]: ProductRef(r[0], r[1], read_money(r[2]), int(r[3]), bool(r[4])) for r in products},
         returns_in_window=int(count),
         refunded_in_window=read_money(refunded) or Decimal("0.00"),

@@ -9,6 +9,7 @@ from sqlalchemy.exc import DBAPIError
 from oms.apikeys import create_key
 from oms.tables import ApiKey
 from oms.uow import unit_of_work
+from tests.conftest import truncate
 
 
 def _keys(engine: Engine) -> int:
@@ -37,13 +38,15 @@ def test_a_reading_unit_keeps_nothing_and_a_writing_unit_commits(engine: Engine)
 
 
 def test_a_pooled_connection_that_died_while_idle_is_replaced_at_checkout(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite is in process: its connections do not die")
+    """PostgreSQL only: SQLite is in process, its connections do not die."""
     from sqlalchemy import text
 
     from oms import db
+
+    truncate(postgres_url)
+    engine = db.make_engine(postgres_url)
 
     with engine.connect() as connection:
         victim = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
@@ -59,3 +62,4 @@ def test_a_pooled_connection_that_died_while_idle_is_replaced_at_checkout(
             assert connection.execute(text("SELECT pg_backend_pid()")).scalar_one() != victim
     with unit_of_work(engine, write=False) as session:  # and a pinged connection still reads READ ONLY
         assert session.execute(select(func.count()).select_from(ApiKey)).scalar_one() == 0
+    engine.dispose()
