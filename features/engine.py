@@ -81,7 +81,7 @@ class Window:
     valid: np.ndarray  # query has a key
 
 
-def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`pd.factorize` (missing -> -1); a plain dict for the few rows of one online request."""
     if len(values) > 64:
         return pd.factorize(values)
@@ -100,7 +100,7 @@ class EventIndex:
     def __init__(self, event_keys: np.ndarray, event_times: np.ndarray, query_keys: np.ndarray) -> None:
         keys = np.asarray(event_keys, dtype=object)
         queries = np.asarray(query_keys, dtype=object)
-        codes, uniques = _factorize(np.concatenate([keys, queries]))
+        codes, uniques = factorize(np.concatenate([keys, queries]))
         event_code, self.query_code = codes[: len(keys)], codes[len(keys) :]
         self.valid = self.query_code >= 0
         times = np.asarray(event_times, dtype=np.int64)
@@ -186,7 +186,7 @@ def distinct(w: Window, values: np.ndarray) -> np.ndarray:
     query = np.repeat(np.arange(len(sizes)), sizes)
     offsets = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     picked = w.order[np.repeat(w.lo, sizes) + offsets]
-    value_code, _ = pd.factorize(np.asarray(values, dtype=object)[picked])
+    value_code, _ = factorize(np.asarray(values, dtype=object)[picked])
     pairs = np.unique(query.astype(np.int64) * (int(value_code.max()) + 2) + value_code)
     result = np.bincount(pairs // (int(value_code.max()) + 2), minlength=len(sizes)).astype(float)
     return np.where(w.valid, result, np.nan)
@@ -353,10 +353,10 @@ def _first_uses(
     customer: np.ndarray, kind: np.ndarray, value: np.ndarray, t: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(customer code, link-value code, first time) per distinct (customer, kind, value)."""
-    customer_code, customers = pd.factorize(np.asarray(customer, dtype=object))
-    kind_code, kinds = pd.factorize(np.asarray(kind, dtype=object))
-    value_code, _ = pd.factorize(np.asarray(value, dtype=object))
-    link_code, _ = pd.factorize(value_code.astype(np.int64) * max(len(kinds), 1) + kind_code)
+    customer_code, customers = factorize(np.asarray(customer, dtype=object))
+    kind_code, kinds = factorize(np.asarray(kind, dtype=object))
+    value_code, _ = factorize(np.asarray(value, dtype=object))
+    link_code, _ = factorize(value_code.astype(np.int64) * max(len(kinds), 1) + kind_code)
     composite = customer_code.astype(np.int64) * (int(link_code.max()) + 1) + link_code
     order = np.lexsort((t, composite))
     first = order[np.unique(composite[order], return_index=True)[1]]

@@ -103,15 +103,18 @@ LEFT JOIN order_lines ol ON ol.order_id = rl.order_id AND ol.line_no = rl.order_
 WHERE r.customer_id = {CUSTOMER} AND r.requested_at < :t
 ORDER BY r.requested_at, r.return_id, rl.line_no"""
 
-# first uses (before t) of the customer's devices, postcodes and cards, by every account using them;
-# then the fraud reviews (before t) of the customer and of those accounts
+# first uses (before t) of the customer's devices, postcodes and cards (one scan of the customer's orders)
+# by every account using them; then the fraud reviews (before t) of the customer and of those accounts
 _MINE = f"""
 WITH me AS (SELECT {CUSTOMER} AS id),
+own AS MATERIALIZED (
+    SELECT o.order_id, o.device_id, o.ship_postcode FROM orders o, me WHERE o.customer_id = me.id AND o.placed_at < :t
+),
 mine AS (
-    SELECT 'device' AS kind, o.device_id AS value FROM orders o, me WHERE o.customer_id = me.id AND o.placed_at < :t AND o.device_id IS NOT NULL
-    UNION SELECT 'postcode', o.ship_postcode FROM orders o, me WHERE o.customer_id = me.id AND o.placed_at < :t AND o.ship_postcode IS NOT NULL
-    UNION SELECT 'card', p.card_fingerprint FROM payments p JOIN orders o ON o.order_id = p.order_id, me
-          WHERE o.customer_id = me.id AND o.placed_at < :t AND p.card_fingerprint IS NOT NULL
+    SELECT 'device' AS kind, device_id AS value FROM own WHERE device_id IS NOT NULL
+    UNION SELECT 'postcode', ship_postcode FROM own WHERE ship_postcode IS NOT NULL
+    UNION SELECT 'card', p.card_fingerprint FROM payments p JOIN own ON own.order_id = p.order_id
+          WHERE p.card_fingerprint IS NOT NULL
 ),
 uses AS (
     SELECT o.customer_id, m.kind, m.value, MIN(o.placed_at) AS first_at

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalogue import DAY_US
-from features.engine import Arrays, History, Requests, day_start
+from features.engine import Arrays, History, Requests, day_start, factorize
 from oms.frames import load_frame
 
 CUSTOMER_HISTORY_DAYS = 365
@@ -46,7 +46,7 @@ def order_events(rows: Arrays) -> Arrays:
             "value": np.zeros(0),
             "units": np.zeros(0),
         }
-    codes, uniques = pd.factorize(np.asarray(rows["order_id"], dtype=object))
+    codes, uniques = factorize(np.asarray(rows["order_id"], dtype=object))
     first = np.unique(codes, return_index=True)[1]
     value = rows["quantity"].astype(float) * rows["unit_price"].astype(float) - rows["discount"].astype(float)
     return {
@@ -81,7 +81,7 @@ def return_events(rows: Arrays) -> Arrays:
             "changed_mind_lines": empty,
             "lines": empty,
         }
-    codes, uniques = pd.factorize(np.asarray(rows["return_id"], dtype=object))
+    codes, uniques = factorize(np.asarray(rows["return_id"], dtype=object))
     first = np.unique(codes, return_index=True)[1]
     quantity = rows["quantity"].astype(float)
     order_ids = np.asarray(rows["order_id"], dtype=object)[first]

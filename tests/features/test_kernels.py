@@ -75,7 +75,7 @@ def test_small_factorize_matches_pandas(values) -> None:
     import pandas as pd
 
     array = np.array(values, dtype=object)
-    codes, uniques = engine._factorize(array)
+    codes, uniques = engine.factorize(array)
     expected_codes, expected_uniques = pd.factorize(array)
     assert codes.tolist() == expected_codes.tolist()
     assert list(uniques) == list(expected_uniques)
