@@ -6,6 +6,7 @@ Settings are read when the app starts (lifespan), never at import; tests build t
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -77,6 +78,10 @@ def create_app(state: AppState | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "recoup", None) is None:
             app.state.recoup = _state_from_settings()
+            # what start-up built (models, settings, imports) lives as long as the process: frozen, the
+            # collector's full passes stop walking it on the request path
+            gc.collect()
+            gc.freeze()
         yield
         state = app.state.recoup
         if state is not None and state.models is not None:
@@ -92,12 +97,12 @@ def create_app(state: AppState | None = None) -> FastAPI:
     app.include_router(inventory.router)
 
     @app.get("/v1/ping", tags=["health"], openapi_extra={"x-required-scope": "returns:read"})
-    def ping() -> dict[str, bool]:
+    async def ping() -> dict[str, bool]:
         """An authenticated no-op: the HTTP and auth floor under every other endpoint."""
         return {"ok": True}
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     def openapi() -> dict:

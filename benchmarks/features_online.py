@@ -57,8 +57,8 @@ def main() -> None:
         write_product_snapshots(engine)
         print(f"product snapshots in {time.perf_counter() - started:.1f} s")
         requests = requests_from_history(engine, args.requests)
-        # as the API process does once it has started (api.main): what set-up built is frozen, so the
-        # collector's full passes do not walk it on the request path
+        # as the API process does once it has started (api.main.create_app): what set-up built is
+        # frozen, so the collector's full passes do not walk it on the request path
         gc.collect()
         gc.freeze()
         with engine.connect() as connection:
