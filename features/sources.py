@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from features.catalogue import DAY_US
 from features.engine import Arrays, History, Requests, day_start, factorize
@@ -18,8 +19,24 @@ from oms.frames import load_frame
 CUSTOMER_HISTORY_DAYS = 365
 
 
-def _text(values) -> np.ndarray:
-    """Object array with None for missing values."""
+def _text(values, *, repeated: bool = False) -> np.ndarray:
+    """Object array with None for missing values.
+
+    `repeated`: a column of few distinct values (skus, styles, categories, stores) held by Arrow is
+    converted through its dictionary: one Python string per distinct value instead of one per row
+    (3 x faster on 5M order lines, and a fraction of the memory)."""
+    if (
+        repeated
+        and isinstance(values, pd.Series)
+        and hasattr(values.array, "__arrow_array__")
+        and len(values)
+    ):
+        encoded = pa.chunked_array(values.array.__arrow_array__()).combine_chunks().dictionary_encode()
+        words = encoded.dictionary.to_numpy(zero_copy_only=False)
+        codes = encoded.indices.fill_null(-1).to_numpy()
+        out = words[np.maximum(codes, 0)] if len(words) else np.empty(len(codes), dtype=object)
+        out[codes < 0] = None
+        return out
     out = np.empty(len(values), dtype=object)
     out[:] = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else values
     missing = pd.isna(out)
@@ -218,11 +235,11 @@ def build_requests(returns, lines, orders, order_lines, payments, products, cust
         "window_days": line_arrays["return_window_days"],
     }
     with_order = header[["order_id"]].assign(req=np.arange(len(header))).dropna(subset=["order_id"])
-    order_rows = with_order.merge(order_lines, on="order_id").merge(
-        products[["sku", "style_id", "size"]], on="sku", how="left"
-    )
+    order_rows = with_order.merge(
+        order_lines[["order_id", "line_no", "sku", "quantity", "unit_price", "discount"]], on="order_id"
+    ).merge(products[["sku", "style_id", "size"]], on="sku", how="left")
     order_rows = order_rows.sort_values(["req", "line_no"], kind="stable")
-    order_arrays = _frame_arrays(order_rows)
+    order_arrays = _frame_arrays(order_rows[["style_id", "size", "quantity", "unit_price", "discount"]])
     request_order_lines = {
         "req": order_rows["req"].to_numpy(dtype=np.int64),
         "style_id": order_arrays["style_id"],
@@ -261,7 +278,11 @@ def _optional_micros(values: pd.Series) -> np.ndarray:
 
 
 def build_history(returns, lines, orders, order_lines, payments, products, reviews) -> History:
-    order_rows = order_lines.merge(orders[["order_id", "customer_id", "placed_at"]], on="order_id")
+    # only the columns order_events reads: converting the others (skus, promotions) to object arrays
+    # for every order line would cost time and memory for nothing
+    order_rows = order_lines[["order_id", "quantity", "unit_price", "discount"]].merge(
+        orders[["order_id", "customer_id", "placed_at"]], on="order_id"
+    )
     order_arrays = _frame_arrays(order_rows.rename(columns={"placed_at": "t"}), times=("t",))
     all_returns = load_frame_like_returns(returns, lines, order_lines, products)
     review_rows = reviews.merge(returns[["return_id", "customer_id"]], on="return_id").rename(
@@ -360,7 +381,7 @@ def product_event_arrays(orders, order_lines, returns, lines, products) -> dict[
         t = frame[time].dt.as_unit("us").astype("int64").to_numpy()
         for level, column in (("sku", "sku"), ("style", "style_id"), ("category", "category")):
             out[f"{name}_{level}"] = {
-                "key": _text(frame[column]),
+                "key": _text(frame[column], repeated=True),
                 "t": t,
                 "quantity": frame["quantity"].to_numpy(dtype=float),
             }

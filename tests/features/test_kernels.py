@@ -103,3 +103,14 @@ def test_batch_jobs_pause_the_collector_and_always_restore_it() -> None:
         assert not gc.isenabled()  # a caller that had it off keeps it off
     finally:
         gc.enable()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "SKU-1", "é", ""])), max_size=40))
+def test_text_through_the_dictionary_equals_row_by_row(values) -> None:
+    import pandas as pd
+
+    from features.sources import _text
+
+    series = pd.Series(values, dtype="string[pyarrow]")
+    assert list(_text(series, repeated=True)) == list(_text(series)) == values
