@@ -14,17 +14,8 @@ from oms.tables import ServingLog
 
 log = logging.getLogger("recoup.serving_log")
 
-COLUMNS = (
-    "served_at",
-    "requested_at",
-    "return_id",
-    "model_version",
-    "score",
-    "decision",
-    "degraded",
-    "latency_ms",
-    "features",
-)
+# what a served score writes: every column but the generated key
+COLUMNS = tuple(c.name for c in ServingLog.__table__.columns if c.name != "serving_id")
 
 
 class ServingLogWriter:

@@ -4,10 +4,6 @@ and batch scoring), and the product snapshots the online path reads."""
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import gc
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -26,30 +22,7 @@ from features.sources import (
 from oms.frames import load_frame
 from oms.tables import LocationStats, ProductStats
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-
-def _gc_paused(function: F) -> F:
-    """Run without the cyclic garbage collector: the batch builds tens of millions of short-lived
-    objects (strings of keys, arrays) and makes no reference cycles worth collecting, while every
-    full collection walks all live objects, so its cost grows faster than the history (about 7 % of
-    the 5M-line job). Reference counting still frees everything as usual; the collector is back on
-    (if it was on) when the function returns."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            if enabled:
-                gc.enable()
-
-    return wrapper  # type: ignore[return-value]
-
-
-@_gc_paused
 def fraud_features(
     bind: Engine | Connection,
     *,
@@ -71,7 +44,6 @@ def fraud_features(
     return frame.reset_index(drop=True)
 
 
-@_gc_paused
 def line_features(
     bind: Engine | Connection, *, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None
 ) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from features import engine
 from features.catalogue import DAY_US, FRAUD_FEATURES_V1, Feature
 from features.engine import Arrays, History, Requests
 from features.sources import CUSTOMER_HISTORY_DAYS, order_events, return_events, review_events
-from oms.driver import Driver, Statement
+from oms.driver import Driver, Statement, read_time
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -235,13 +235,8 @@ def _sku_params(skus: list[str]) -> dict[str, Any]:
 
 
 def _micros(value: Any) -> float:
-    if value is None:
-        return np.nan
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return float((value - EPOCH) // dt.timedelta(microseconds=1))
+    moment = read_time(value)
+    return np.nan if moment is None else float((moment - EPOCH) // dt.timedelta(microseconds=1))
 
 
 def _number(value: Any) -> float:

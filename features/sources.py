@@ -22,9 +22,10 @@ CUSTOMER_HISTORY_DAYS = 365
 def _text(values, *, repeated: bool = False) -> np.ndarray:
     """Object array with None for missing values.
 
-    `repeated`: a column of few distinct values (skus, styles, categories, stores) held by Arrow is
+    `repeated`: a column of few distinct values held by Arrow (the product keys of every order line) is
     converted through its dictionary: one Python string per distinct value instead of one per row
-    (3 x faster on 5M order lines, and a fraction of the memory)."""
+    (0.14 s against 0.42 s for 5M skus of 20k distinct values, and a fraction of the memory). Not for
+    keys that are mostly distinct (order or customer ids): there the dictionary costs more."""
     if (
         repeated
         and isinstance(values, pd.Series)

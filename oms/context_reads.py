@@ -13,9 +13,10 @@ from decimal import Decimal
 from typing import Any
 
 from oms.driver import Driver, Statement, read_money, read_time
+from oms.enums import CLOSED_STATUSES
 from oms.types import CENT
 
-_OPEN = "status NOT IN ('rejected', 'cancelled', 'expired')"
+_OPEN = "status NOT IN ({})".format(", ".join(f"'{status}'" for status in CLOSED_STATUSES))
 # the customer a request is about: the one it names, else its order's (`o` in HEADER)
 _CUSTOMER = "COALESCE(:customer_id, o.customer_id)"
 

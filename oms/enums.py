@@ -17,6 +17,8 @@ RETURN_STATUSES = (
     "cancelled",
     "expired",
 )
+# statuses of a return that no longer holds its units (they can be returned again)
+CLOSED_STATUSES = ("rejected", "cancelled", "expired")
 REFUND_METHODS = ("original_tender", "store_credit", "exchange", "cash")
 RETURN_REASONS = (
     "changed_mind",

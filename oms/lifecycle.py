@@ -67,7 +67,7 @@ ZERO = Decimal("0.00")
 # must not import)
 SMOOTHING_UNITS = 20.0
 CENT = Decimal("0.01")
-CLOSED = ("rejected", "cancelled", "expired")
+CLOSED = enums.CLOSED_STATUSES
 
 TRANSITIONS: dict[str, dict[str, str]] = {
     "requested": {"authorize": "authorized", "hold": "pending_review", "reject": "rejected"},

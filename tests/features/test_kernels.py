@@ -81,30 +81,6 @@ def test_small_factorize_matches_pandas(values) -> None:
     assert list(uniques) == list(expected_uniques)
 
 
-def test_batch_jobs_pause_the_collector_and_always_restore_it() -> None:
-    import gc
-
-    from features.offline import _gc_paused
-
-    assert gc.isenabled()
-    assert _gc_paused(gc.isenabled)() is False  # paused while the job runs
-    assert gc.isenabled()
-
-    @_gc_paused
-    def failing() -> None:
-        raise RuntimeError("bad input")
-
-    with pytest.raises(RuntimeError, match="bad input"):
-        failing()
-    assert gc.isenabled()  # back on after a failure too
-    gc.disable()
-    try:
-        _gc_paused(lambda: None)()
-        assert not gc.isenabled()  # a caller that had it off keeps it off
-    finally:
-        gc.enable()
-
-
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "SKU-1", "é", ""])), max_size=40))
 def test_text_through_the_dictionary_equals_row_by_row(values) -> None:
