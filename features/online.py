@@ -80,22 +80,23 @@ def stored_request(row: Any, lines: pd.DataFrame) -> OnlineRequest:
 CUSTOMER = "COALESCE(:customer_id, (SELECT customer_id FROM orders WHERE order_id = :order_id))"
 
 ORDER_LINES = """
-SELECT o.placed_at, o.channel, l.line_no, l.sku, l.quantity, l.unit_price, l.discount, l.promotion_id, p.style_id, p.size
+SELECT EPOCH_US(o.placed_at), o.channel, l.line_no, l.sku, l.quantity, FLOAT8(l.unit_price), FLOAT8(l.discount),
+       l.promotion_id, p.style_id, p.size
 FROM orders o JOIN order_lines l ON l.order_id = o.order_id JOIN products p ON p.sku = l.sku
 WHERE o.order_id = :order_id ORDER BY l.line_no"""
 
-PAYMENTS = "SELECT method, amount FROM payments WHERE order_id = :order_id"
+PAYMENTS = "SELECT method, FLOAT8(amount) FROM payments WHERE order_id = :order_id"
 
 
 CUSTOMER_ORDERS = f"""
-SELECT o.order_id, o.customer_id, o.placed_at, l.quantity, l.unit_price, l.discount
+SELECT o.order_id, o.customer_id, EPOCH_US(o.placed_at), l.quantity, FLOAT8(l.unit_price), FLOAT8(l.discount)
 FROM orders o JOIN order_lines l ON l.order_id = o.order_id
 WHERE o.customer_id = {CUSTOMER} AND o.placed_at >= :since AND o.placed_at < :t
 ORDER BY o.placed_at, o.order_id, l.line_no"""
 
 CUSTOMER_RETURNS = f"""
-SELECT r.return_id, r.customer_id, r.location_id, r.requested_at, rl.order_id, rl.quantity, rl.reason,
-       ol.quantity, ol.unit_price, ol.discount, p.list_price
+SELECT r.return_id, r.customer_id, r.location_id, EPOCH_US(r.requested_at), rl.order_id, rl.quantity, rl.reason,
+       ol.quantity, FLOAT8(ol.unit_price), FLOAT8(ol.discount), FLOAT8(p.list_price)
 FROM returns r
 JOIN return_lines rl ON rl.return_id = r.return_id
 JOIN products p ON p.sku = rl.sku
@@ -103,40 +104,52 @@ LEFT JOIN order_lines ol ON ol.order_id = rl.order_id AND ol.line_no = rl.order_
 WHERE r.customer_id = {CUSTOMER} AND r.requested_at < :t
 ORDER BY r.requested_at, r.return_id, rl.line_no"""
 
-# first uses (before t) of the customer's devices, postcodes and cards (one scan of the customer's orders)
-# by every account using them; then the fraud reviews (before t) of the customer and of those accounts
+# first uses (before t) of the customer's devices, postcodes and cards (one index-only scan of the
+# customer's orders), then the first uses by the other accounts using them (the customer's own orders are
+# left out before the card's payments are joined to their orders: a heavy customer's card has hundreds);
+# then the fraud reviews (before t) of the customer and of those accounts
 _MINE = f"""
 WITH me AS (SELECT {CUSTOMER} AS id),
-own AS MATERIALIZED (
-    SELECT o.order_id, o.device_id, o.ship_postcode FROM orders o, me WHERE o.customer_id = me.id AND o.placed_at < :t
+every_own AS MATERIALIZED (
+    SELECT o.order_id, o.device_id, o.ship_postcode, o.placed_at FROM orders o, me WHERE o.customer_id = me.id
 ),
+own AS (SELECT * FROM every_own WHERE placed_at < :t),
 mine AS (
-    SELECT 'device' AS kind, device_id AS value FROM own WHERE device_id IS NOT NULL
-    UNION SELECT 'postcode', ship_postcode FROM own WHERE ship_postcode IS NOT NULL
-    UNION SELECT 'card', p.card_fingerprint FROM payments p JOIN own ON own.order_id = p.order_id
-          WHERE p.card_fingerprint IS NOT NULL
+    SELECT 'device' AS kind, device_id AS value, MIN(placed_at) AS first_at
+    FROM own WHERE device_id IS NOT NULL GROUP BY device_id
+    UNION ALL SELECT 'postcode', ship_postcode, MIN(placed_at)
+    FROM own WHERE ship_postcode IS NOT NULL GROUP BY ship_postcode
+    UNION ALL SELECT 'card', p.card_fingerprint, MIN(own.placed_at)
+    FROM payments p JOIN own ON own.order_id = p.order_id WHERE p.card_fingerprint IS NOT NULL
+    GROUP BY p.card_fingerprint
+),
+their_cards AS MATERIALIZED (
+    SELECT m.kind, m.value, p.order_id FROM mine m JOIN payments p ON m.kind = 'card' AND p.card_fingerprint = m.value
+    WHERE NOT EXISTS (SELECT 1 FROM every_own e WHERE e.order_id = p.order_id)
 ),
 uses AS (
-    SELECT o.customer_id, m.kind, m.value, MIN(o.placed_at) AS first_at
-    FROM mine m JOIN orders o ON m.kind = 'device' AND o.device_id = m.value
-    WHERE o.placed_at < :t AND o.customer_id IS NOT NULL
+    SELECT me.id AS customer_id, m.kind, m.value, m.first_at FROM mine m, me
+    UNION ALL
+    SELECT o.customer_id, m.kind, m.value, MIN(o.placed_at)
+    FROM mine m JOIN orders o ON m.kind = 'device' AND o.device_id = m.value, me
+    WHERE o.placed_at < :t AND o.customer_id <> me.id
     GROUP BY o.customer_id, m.kind, m.value
     UNION ALL
     SELECT o.customer_id, m.kind, m.value, MIN(o.placed_at)
-    FROM mine m JOIN orders o ON m.kind = 'postcode' AND o.ship_postcode = m.value
-    WHERE o.placed_at < :t AND o.customer_id IS NOT NULL
+    FROM mine m JOIN orders o ON m.kind = 'postcode' AND o.ship_postcode = m.value, me
+    WHERE o.placed_at < :t AND o.customer_id <> me.id
     GROUP BY o.customer_id, m.kind, m.value
     UNION ALL
-    SELECT o.customer_id, m.kind, m.value, MIN(o.placed_at)
-    FROM mine m JOIN payments p ON m.kind = 'card' AND p.card_fingerprint = m.value JOIN orders o ON o.order_id = p.order_id
-    WHERE o.placed_at < :t AND o.customer_id IS NOT NULL
-    GROUP BY o.customer_id, m.kind, m.value
+    SELECT o.customer_id, c.kind, c.value, MIN(o.placed_at)
+    FROM their_cards c JOIN orders o ON o.order_id = c.order_id, me
+    WHERE o.placed_at < :t AND o.customer_id <> me.id
+    GROUP BY o.customer_id, c.kind, c.value
 )"""
 
 LINKS_AND_REVIEWS = f"""{_MINE}
-SELECT 'use', customer_id, kind, value, first_at, NULL FROM uses
+SELECT 'use', customer_id, kind, value, EPOCH_US(first_at), NULL FROM uses
 UNION ALL
-SELECT 'review', r.customer_id, NULL, NULL, f.reviewed_at, f.outcome
+SELECT 'review', r.customer_id, NULL, NULL, EPOCH_US(f.reviewed_at), f.outcome
 FROM fraud_reviews f JOIN returns r ON r.return_id = f.return_id
 WHERE f.reviewed_at < :t AND r.customer_id IN (SELECT customer_id FROM uses UNION SELECT id FROM me)"""
 
@@ -165,7 +178,7 @@ SELECT
     - COALESCE((SELECT receiptless FROM snap_s), 0) - (SELECT receiptless FROM ret_s),
   COALESCE((SELECT orders FROM snap_t), 0) + (SELECT n FROM ord_t) - COALESCE((SELECT orders FROM snap_s), 0) - (SELECT n FROM ord_s),
   (SELECT n FROM emp), (SELECT receiptless FROM emp), (SELECT cash FROM emp),
-  c.customer_id, c.created_at
+  c.customer_id, EPOCH_US(c.created_at)
 FROM (SELECT 1 AS one) AS one LEFT JOIN customers c ON c.customer_id = {CUSTOMER}"""
 
 PRODUCTS = (
@@ -209,7 +222,7 @@ _LATEST = """LEFT JOIN LATERAL (
 ) AS {name} ON true"""
 
 PRODUCTS_PG = f"""{_WANTED_PG}
-SELECT w.sku, p.sku, p.style_id, p.category, p.size, p.list_price, p.return_window_days,
+SELECT w.sku, p.sku, p.style_id, p.category, p.size, FLOAT8(p.list_price), p.return_window_days,
        s_sku.sold_units, s_sku.returned_units, s_style.sold_units, s_style.returned_units,
        s_category.sold_units, s_category.returned_units
 FROM wanted w LEFT JOIN products p ON p.sku = w.sku
@@ -235,6 +248,10 @@ def _sku_params(skus: list[str]) -> dict[str, Any]:
 
 
 def _micros(value: Any) -> float:
+    """A time as microseconds since the epoch: PostgreSQL reads give them already (EPOCH_US), SQLite
+    reads give the stored text."""
+    if isinstance(value, int):
+        return float(value)
     moment = read_time(value)
     return np.nan if moment is None else float((moment - EPOCH) // dt.timedelta(microseconds=1))
 
@@ -249,10 +266,12 @@ def _columns(
     rows: list[tuple], names: list[str], times: tuple[str, ...] = (), numbers: tuple[str, ...] = ()
 ) -> Arrays:
     out: Arrays = {}
-    for position, name in enumerate(names):
-        values = [row[position] for row in rows]
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    for name, values in zip(names, columns, strict=True):
         if name in times:
-            out[name] = np.array([int(_micros(v)) for v in values], dtype=np.int64)
+            if values and not isinstance(values[0], int):  # SQLite: stored text
+                values = [int(_micros(v)) for v in values]
+            out[name] = np.array(values, dtype=np.int64)
         elif name in numbers:
             out[name] = np.array([_number(v) for v in values], dtype=float)
         else:

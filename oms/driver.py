@@ -25,12 +25,20 @@ Statement = tuple[str, dict[str, Any]]
 
 _NAMED = re.compile(r"(?<!:):([a-z_0-9]+)")
 _LIST = re.compile(r"\{([a-z_]+):(\d+)\}")  # {name:count}: an expanded IN-list on SQLite
+# EPOCH_US(column): a timestamp as int microseconds since the epoch; FLOAT8(column): an amount as a
+# float. PostgreSQL converts in the query (an int8 or float8 loads far cheaper than a datetime or a
+# Decimal); SQLite hands the stored value over as it is, and the caller converts it.
+_EPOCH_US = re.compile(r"EPOCH_US\(([^()]+)\)")
+_FLOAT8 = re.compile(r"FLOAT8\(([^()]+)\)")
 
 
 @functools.lru_cache(maxsize=512)
 def _translate(text: str, postgres: bool) -> str:
     if postgres:
+        text = _EPOCH_US.sub(r"(EXTRACT(EPOCH FROM \1) * 1000000)::bigint", text)
+        text = _FLOAT8.sub(r"(\1)::float8", text)
         return _NAMED.sub(lambda m: f"%({m.group(1)})s", text)
+    text = _FLOAT8.sub(r"\1", _EPOCH_US.sub(r"\1", text))
     return _LIST.sub(lambda m: ", ".join(f":{m.group(1)}{i}" for i in range(int(m.group(2)))), text)
 
 

@@ -130,10 +130,14 @@ class Order(Base):
     __table_args__ = (
         one_of("channel", enums.ORDER_CHANNELS),
         CheckConstraint("shipping_amount >= 0", name="shipping_amount_nonnegative"),
-        Index("ix_orders_customer_placed", "customer_id", "placed_at"),
+        # covering indexes: the online features read a customer's orders, and the accounts sharing a
+        # device or postcode, as index-only scans (no heap visit per order: the heavy customers' tail)
+        Index(
+            "ix_orders_customer_placed", "customer_id", "placed_at", "order_id", "device_id", "ship_postcode"
+        ),
         Index("ix_orders_location_placed", "location_id", "placed_at"),
-        Index("ix_orders_device", "device_id"),
-        Index("ix_orders_ship_postcode", "ship_postcode"),
+        Index("ix_orders_device", "device_id", "customer_id", "placed_at"),
+        Index("ix_orders_ship_postcode", "ship_postcode", "customer_id", "placed_at"),
         Index("ix_orders_placed", "placed_at"),
     )
 
@@ -154,6 +158,8 @@ class OrderLine(Base):
         CheckConstraint("unit_price >= 0", name="unit_price_nonnegative"),
         CheckConstraint("discount >= 0", name="discount_nonnegative"),
         CheckConstraint("discount <= unit_price * quantity", name="discount_within_line"),
+        # the lines of a customer's orders as index-only scans (online features)
+        Index("ix_order_lines_covering", "order_id", "line_no", "quantity", "unit_price", "discount"),
     )
 
 
@@ -161,12 +167,15 @@ class Payment(Base):
     __tablename__ = "payments"
 
     payment_id: Mapped[str] = mapped_column(primary_key=True)
-    order_id: Mapped[str] = mapped_column(ForeignKey("orders.order_id"), index=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.order_id"))
     method: Mapped[str] = mapped_column(String(16))
     amount: Mapped[Decimal]
-    card_fingerprint: Mapped[str | None] = mapped_column(index=True)
+    card_fingerprint: Mapped[str | None]
 
     __table_args__ = (
+        # covering: an order's tenders and cards, and a card's orders, as index-only scans
+        Index("ix_payments_order_id", "order_id", "method", "amount", "card_fingerprint"),
+        Index("ix_payments_card_fingerprint", "card_fingerprint", "order_id"),
         one_of("method", enums.PAYMENT_METHODS),
         CheckConstraint("amount >= 0", name="amount_nonnegative"),
     )
@@ -201,7 +210,7 @@ class Return(Base):
         one_of("status", enums.RETURN_STATUSES),
         one_of("refund_method", enums.REFUND_METHODS),
         one_of("decision", enums.DECISIONS),
-        Index("ix_returns_customer_requested", "customer_id", "requested_at"),
+        Index("ix_returns_customer_requested", "customer_id", "requested_at", "return_id", "location_id"),
         # the trailing columns let the store/employee window counts run as index-only scans
         Index("ix_returns_location_requested", "location_id", "requested_at", "order_id"),
         Index("ix_returns_employee_requested", "employee_id", "requested_at", "order_id", "refund_method"),
@@ -243,6 +252,17 @@ class ReturnLine(Base):
         one_of("condition", enums.CONDITIONS),
         one_of("disposition", enums.DISPOSITIONS),
         Index("ix_return_lines_order_line", "order_id", "order_line_no"),
+        # a customer's return lines as index-only scans (online features)
+        Index(
+            "ix_return_lines_covering",
+            "return_id",
+            "line_no",
+            "order_id",
+            "order_line_no",
+            "sku",
+            "quantity",
+            "reason",
+        ),
     )
 
 

@@ -50,6 +50,15 @@ def test_online_equals_offline_for_every_feature(loaded: Engine) -> None:
     # the sample spans the history and every kind of return
     assert returns.loc[sample, "order_id"].isna().sum() > 5
     assert returns.loc[sample, "channel"].nunique() >= 3
+    # plus returns of accounts linked to others by a shared card, device or postcode (few at random),
+    # some of those others with confirmed fraud
+    linked = offline.index[offline["cust_linked_accounts"] > 0].difference(sample)
+    flagged = offline.index[offline["cust_linked_fraud"] > 0].difference(sample)
+    extra = linked.to_series().sample(min(len(linked), 60), random_state=7).index
+    extra = extra.union(flagged.to_series().sample(min(len(flagged), 20), random_state=7).index)
+    sample = sample.append(extra)
+    assert (offline.loc[sample, "cust_linked_accounts"] > 0).sum() >= 30
+    assert (offline.loc[sample, "cust_linked_fraud"] > 0).sum() >= 1
     mismatches: dict[str, list] = {}
     with loaded.connect() as connection:
         for return_id in sample:
