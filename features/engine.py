@@ -100,6 +100,9 @@ class EventIndex:
     def __init__(self, event_keys: np.ndarray, event_times: np.ndarray, query_keys: np.ndarray) -> None:
         keys = np.asarray(event_keys, dtype=object)
         queries = np.asarray(query_keys, dtype=object)
+        if len(queries) == 1:  # one request (serving)
+            self._one(keys, np.asarray(event_times, dtype=np.int64), queries[0])
+            return
         codes, uniques = factorize(np.concatenate([keys, queries]))
         event_code, self.query_code = codes[: len(keys)], codes[len(keys) :]
         self.valid = self.query_code >= 0
@@ -116,6 +119,18 @@ class EventIndex:
         code = np.where(self.valid, self.query_code, 0)
         self.start = np.where(self.valid, offsets[code], 0)
         self.end = np.where(self.valid, offsets[np.minimum(code + 1, len(uniques))], 0)
+
+    def _one(self, keys: np.ndarray, times: np.ndarray, query: object) -> None:
+        """The index for a single query: only its key's events, in time order (stable, as the lexsort
+        of the general case orders them); no factorising of every key."""
+        valid = query is not None and query == query
+        self.valid = np.array([valid])
+        self.query_code = np.array([0 if valid else -1], dtype=np.intp)
+        mine = np.flatnonzero(keys == query) if valid and len(keys) else np.zeros(0, dtype=np.intp)
+        self.order = mine[np.argsort(times[mine], kind="stable")]
+        self.sorted_time = times[self.order]
+        self.start = np.zeros(1, dtype=np.int64)
+        self.end = np.array([len(self.order) if valid else 0], dtype=np.int64)
 
     def window(self, query_times: np.ndarray, days: int | None) -> Window:
         query_times = np.asarray(query_times, dtype=np.int64)
@@ -187,8 +202,11 @@ def distinct(w: Window, values: np.ndarray) -> np.ndarray:
     offsets = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     picked = w.order[np.repeat(w.lo, sizes) + offsets]
     value_code, _ = factorize(np.asarray(values, dtype=object)[picked])
-    pairs = np.unique(query.astype(np.int64) * (int(value_code.max()) + 2) + value_code)
-    result = np.bincount(pairs // (int(value_code.max()) + 2), minlength=len(sizes)).astype(float)
+    present = value_code >= 0  # a missing value is not a distinct value
+    query, value_code = query[present], value_code[present]
+    width = int(value_code.max()) + 1 if len(value_code) else 1
+    pairs = np.unique(query.astype(np.int64) * width + value_code)
+    result = np.bincount(pairs // width, minlength=len(sizes)).astype(float)
     return np.where(w.valid, result, np.nan)
 
 

@@ -41,6 +41,45 @@ def test_window_counts_and_totals_match_their_definition(events, queries, days) 
         assert totals[i] == pytest.approx(sum(weights[j] for j in inside))
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    events=st.lists(st.tuples(keys, st.integers(0, 40), st.sampled_from(["x", "y", None])), max_size=60),
+    queries=st.lists(st.tuples(keys, st.integers(0, 45)), min_size=2, max_size=10),
+    days=st.sampled_from([None, 1, 7]),
+)
+def test_one_query_index_equals_the_batch_index(events, queries, days) -> None:
+    """Serving builds the index for one request (its own path); every window kernel agrees with the
+    batch index built for many requests at once."""
+    event_keys = np.array([k for k, _, _ in events], dtype=object)
+    event_times = np.array([t * DAY_US // 4 for _, t, _ in events], dtype=np.int64)
+    labels = np.array([v for _, _, v in events], dtype=object)
+    weights = np.arange(len(events), dtype=float) + 1
+    query_keys = np.array([k for k, _ in queries], dtype=object)
+    query_times = np.array([t * DAY_US // 4 for _, t in queries], dtype=np.int64)
+    batch = engine.EventIndex(event_keys, event_times, query_keys).window(query_times, days)
+    for i in range(len(queries)):
+        one = engine.EventIndex(event_keys, event_times, query_keys[i : i + 1]).window(
+            query_times[i : i + 1], days
+        )
+        for kernel in (
+            engine.count,
+            lambda w: engine.total(w, weights),
+            lambda w: engine.last_time(w, event_times),
+            lambda w: engine.distinct(w, labels),
+        ):
+            np.testing.assert_array_equal(kernel(one), kernel(batch)[i : i + 1])
+        if query_keys[i] is not None:  # distinct counts the present labels in the window only
+            inside = {
+                label
+                for key, t, label in zip(event_keys, event_times, labels, strict=True)
+                if key == query_keys[i]
+                and t < query_times[i]
+                and (days is None or t >= query_times[i] - days * DAY_US)
+                and label is not None
+            }
+            assert engine.distinct(batch, labels)[i] == len(inside)
+
+
 @pytest.mark.parametrize("small", [True, False])
 @settings(max_examples=100, deadline=None)
 @given(
