@@ -35,7 +35,8 @@ def fraud_features(
     requests, history, identity = load_offline(bind, as_of=end)
     values = engine.compute(requests, history)
     frame = pd.DataFrame(
-        {"return_id": identity["return_id"].to_numpy(), "requested_at": identity["requested_at"].to_numpy()}
+        # .array keeps the timestamps as they are (to_numpy on a zoned column makes an object per row)
+        {"return_id": identity["return_id"].to_numpy(), "requested_at": identity["requested_at"].array}
     )
     for name in names(features):
         frame[name] = values[name]

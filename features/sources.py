@@ -64,7 +64,8 @@ def order_events(rows: Arrays) -> Arrays:
             "value": np.zeros(0),
             "units": np.zeros(0),
         }
-    codes, uniques = factorize(np.asarray(rows["order_id"], dtype=object))
+    keys = np.asarray(rows["order_id"])  # the batch passes integer order codes: hashing ints is cheaper
+    codes, uniques = factorize(keys if keys.dtype.kind in "iuf" else keys.astype(object))
     first = np.unique(codes, return_index=True)[1]
     value = rows["quantity"].astype(float) * rows["unit_price"].astype(float) - rows["discount"].astype(float)
     return {
@@ -130,10 +131,28 @@ def review_events(rows: Arrays) -> Arrays:
 # --- offline: everything ----------------------------------------------------------------------------
 
 
+# the columns each builder reads: converting others (a lifecycle timestamp, say) would turn every row
+# into Python objects for nothing
+REQUEST_LINE_COLUMNS = (
+    "sku", "style_id", "category", "size", "quantity", "reason", "promotion_id", "return_window_days",
+    "ol_quantity", "ol_unit_price", "ol_discount", "list_price",
+)  # fmt: skip
+REQUEST_HEADER_COLUMNS = (
+    "requested_at", "customer_id", "order_id", "order_channel", "channel", "location_id", "employee_id",
+    "refund_method",
+)  # fmt: skip
+RETURN_EVENT_COLUMNS = (
+    "return_id", "customer_id", "location_id", "t", "order_id", "quantity", "reason",
+    "ol_quantity", "ol_unit_price", "ol_discount", "list_price",
+)  # fmt: skip
+
+
 def _frame_arrays(frame: pd.DataFrame, times: tuple[str, ...] = ()) -> Arrays:
     out: Arrays = {}
     for column in frame.columns:
         values = frame[column]
+        if column not in times and isinstance(values.dtype, pd.DatetimeTZDtype | np.dtypes.DateTime64DType):
+            raise TypeError(f"{column}: a timestamp column must be named in times= (else one object per row)")
         if column in times:
             out[column] = (
                 values.dt.as_unit("us").astype("int64").to_numpy() if len(values) else np.zeros(0, np.int64)
@@ -222,7 +241,7 @@ def build_requests(returns, lines, orders, order_lines, payments, products, cust
         on=["order_id", "order_line_no"],
         how="left",
     )
-    line_arrays = _frame_arrays(priced)
+    line_arrays = _frame_arrays(priced[list(REQUEST_LINE_COLUMNS)])
     request_lines = {
         "req": priced["req"].to_numpy(dtype=np.int64),
         "sku": line_arrays["sku"],
@@ -256,7 +275,7 @@ def build_requests(returns, lines, orders, order_lines, payments, products, cust
         "method": _text(pay_rows["method"]),
         "amount": pay_rows["amount"].to_numpy(dtype=float),
     }
-    h = _frame_arrays(header, times=("requested_at",))
+    h = _frame_arrays(header[list(REQUEST_HEADER_COLUMNS)], times=("requested_at",))
     request_header = {
         "t": h["requested_at"],
         "customer_id": h["customer_id"],
@@ -281,10 +300,18 @@ def _optional_micros(values: pd.Series) -> np.ndarray:
 def build_history(returns, lines, orders, order_lines, payments, products, reviews) -> History:
     # only the columns order_events reads: converting the others (skus, promotions) to object arrays
     # for every order line would cost time and memory for nothing
-    order_rows = order_lines[["order_id", "quantity", "unit_price", "discount"]].merge(
-        orders[["order_id", "customer_id", "placed_at"]], on="order_id"
+    # (orders identified by their position: order_events groups by it, and hashing 5M strings costs
+    # more than the merge that carries the integer)
+    order_rows = (
+        order_lines[["order_id", "quantity", "unit_price", "discount"]]
+        .merge(
+            orders[["order_id", "customer_id", "placed_at"]].assign(code=np.arange(len(orders))),
+            on="order_id",
+        )
+        .drop(columns="order_id")
+        .rename(columns={"code": "order_id", "placed_at": "t"})
     )
-    order_arrays = _frame_arrays(order_rows.rename(columns={"placed_at": "t"}), times=("t",))
+    order_arrays = _frame_arrays(order_rows, times=("t",))
     all_returns = load_frame_like_returns(returns, lines, order_lines, products)
     review_rows = reviews.merge(returns[["return_id", "customer_id"]], on="return_id").rename(
         columns={"reviewed_at": "t"}
@@ -341,7 +368,7 @@ def load_frame_like_returns(returns, lines, order_lines, products) -> Arrays:
     rows = rows.rename(columns={"requested_at": "t"}).sort_values(
         ["t", "return_id", "line_no"], kind="stable"
     )
-    return _frame_arrays(rows, times=("t",))
+    return _frame_arrays(rows[list(RETURN_EVENT_COLUMNS)], times=("t",))
 
 
 def link_rows(orders: pd.DataFrame, payments: pd.DataFrame) -> Arrays:
