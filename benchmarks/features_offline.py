@@ -7,8 +7,8 @@ fraud features of every return and the line features of every returned line in a
 times. Targets on 2 cores: 1M in <= 30 s and <= 3 GiB; 5M in <= 5.5 x the 1M time.
 
 On a shared 2-core machine the same run varies by 10-20 % from one repetition to the next, so each size
-is timed several times: the fastest repetition (as `timeit` reports) estimates the work itself, the median
-what a run typically takes; the ratio is given for both.
+is timed several times, the sizes taking turns: the fastest repetition (as `timeit` reports) estimates the
+work itself, the median what a run typically takes; the ratio is given for both.
 """
 
 from __future__ import annotations
@@ -65,28 +65,35 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="recoup-features-bench-") as scratch:
         base = args.keep or Path(scratch)
-        results = []
+        urls = {}
         for size in args.sizes:
             data = simulated_history(size, base / f"retailer-{size}")
-            url = fresh_postgres(f"recoup_features_bench_{size}")
-            load(data, url)
-            runs = []
+            urls[size] = fresh_postgres(f"recoup_features_bench_{size}")
+            load(data, urls[size])
+        # the sizes take turns (1M, 5M, 1M, 5M, ...): a machine that slows down for a while slows both
+        runs: dict[int, list[dict]] = {size: [] for size in args.sizes}
+        try:
             for _ in range(max(args.repeat, 1)):
-                figures = in_child(__file__, "--worker", url)
-                runs.append(figures)
-                print(
-                    f"{size:>10,} lines: {figures['returns']:,} returns, fraud features {figures['fraud_s']:.1f} s, "
-                    f"with line features {figures['total_s']:.1f} s, peak {figures['peak_mib']:,.0f} MiB",
-                    flush=True,
-                )
-            totals = [run["total_s"] for run in runs]
+                for size in args.sizes:
+                    figures = in_child(__file__, "--worker", urls[size])
+                    runs[size].append(figures)
+                    print(
+                        f"{size:>10,} lines: {figures['returns']:,} returns, fraud features "
+                        f"{figures['fraud_s']:.1f} s, with line features {figures['total_s']:.1f} s, "
+                        f"peak {figures['peak_mib']:,.0f} MiB",
+                        flush=True,
+                    )
+        finally:
+            for size in args.sizes:
+                fresh_postgres(f"recoup_features_bench_{size}")
+        results = []
+        for size in args.sizes:
+            totals = [run["total_s"] for run in runs[size]]
             results.append((size, min(totals), statistics.median(totals)))
             print(
                 f"{size:>10,} lines: fastest {min(totals):.1f} s, median {statistics.median(totals):.1f} s "
-                f"over {len(runs)} runs, peak {max(run['peak_mib'] for run in runs):,.0f} MiB",
-                flush=True,
+                f"over {len(totals)} runs, peak {max(run['peak_mib'] for run in runs[size]):,.0f} MiB"
             )
-            fresh_postgres(f"recoup_features_bench_{size}")
         if len(results) > 1:
             (big, big_min, big_median), (small, small_min, small_median) = results[-1], results[0]
             print(
