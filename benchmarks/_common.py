@@ -63,6 +63,22 @@ def load(directory: Path, url: str) -> None:
     engine.dispose()
 
 
+def peak_mib() -> float:
+    """This process's peak resident memory. VmHWM belongs to the process's own address space; ru_maxrss
+    is carried across exec from the parent, so a child started by a parent holding a loaded 5M history
+    would report the parent's size."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def in_child(script: str, *args: str) -> dict:
     """Run `script` with args in a fresh Python process; it prints one JSON line last."""
     result = subprocess.run(

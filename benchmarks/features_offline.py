@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import fresh_postgres, in_child, load, simulated_history
+from _common import fresh_postgres, in_child, load, peak_mib, simulated_history
 
 
 def worker(url: str) -> None:
@@ -37,7 +36,7 @@ def worker(url: str) -> None:
     fraud_seconds = time.perf_counter() - started
     lines = line_features(engine)
     total = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_mib()
     print(
         json.dumps(
             {

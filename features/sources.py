@@ -302,14 +302,12 @@ def build_history(returns, lines, orders, order_lines, payments, products, revie
     # for every order line would cost time and memory for nothing
     # (orders identified by their position: order_events groups by it, and hashing 5M strings costs
     # more than the merge that carries the integer)
-    order_rows = (
-        order_lines[["order_id", "quantity", "unit_price", "discount"]]
-        .merge(
-            orders[["order_id", "customer_id", "placed_at"]].assign(code=np.arange(len(orders))),
-            on="order_id",
-        )
-        .drop(columns="order_id")
-        .rename(columns={"code": "order_id", "placed_at": "t"})
+    # (one join of the order lines with their orders serves the customers' orders and the products' sales)
+    sold = order_lines[["order_id", "sku", "quantity", "unit_price", "discount"]].merge(
+        orders[["order_id", "customer_id", "placed_at"]].assign(code=np.arange(len(orders))), on="order_id"
+    )
+    order_rows = sold[["code", "customer_id", "placed_at", "quantity", "unit_price", "discount"]].rename(
+        columns={"code": "order_id", "placed_at": "t"}
     )
     order_arrays = _frame_arrays(order_rows, times=("t",))
     all_returns = load_frame_like_returns(returns, lines, order_lines, products)
@@ -319,7 +317,9 @@ def build_history(returns, lines, orders, order_lines, payments, products, revie
     review_rows = review_rows[review_rows["customer_id"].notna()]
     links = link_rows(orders, payments)
     store_events, store_orders = store_event_arrays(returns, orders)
-    product_events = product_event_arrays(orders, order_lines, returns, lines, products)
+    product_events = product_event_arrays(
+        orders, order_lines, returns, lines, products, sold=sold[["sku", "quantity", "placed_at"]]
+    )
     return History(
         orders=order_events(order_arrays),
         returns=return_events(all_returns),
@@ -393,12 +393,16 @@ def link_rows(orders: pd.DataFrame, payments: pd.DataFrame) -> Arrays:
     return _frame_arrays(frame[["customer_id", "kind", "value", "t"]], times=("t",))
 
 
-def product_event_arrays(orders, order_lines, returns, lines, products) -> dict[str, Arrays]:
-    sold = (
-        order_lines[["order_id", "sku", "quantity"]]
-        .merge(orders[["order_id", "placed_at"]], on="order_id")
-        .merge(products[["sku", "style_id", "category"]], on="sku")
-    )
+def product_event_arrays(
+    orders, order_lines, returns, lines, products, sold: pd.DataFrame | None = None
+) -> dict[str, Arrays]:
+    """Units sold and returned per sku, style and category with their times. `sold`: the order lines
+    (sku, quantity) already joined with their orders' placed_at, when the caller has that join."""
+    if sold is None:
+        sold = order_lines[["order_id", "sku", "quantity"]].merge(
+            orders[["order_id", "placed_at"]], on="order_id"
+        )
+    sold = sold.merge(products[["sku", "style_id", "category"]], on="sku")
     back = (
         lines[["return_id", "sku", "quantity"]]
         .merge(returns[["return_id", "requested_at"]], on="return_id")
