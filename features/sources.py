@@ -298,11 +298,10 @@ def _optional_micros(values: pd.Series) -> np.ndarray:
 
 
 def build_history(returns, lines, orders, order_lines, payments, products, reviews) -> History:
-    # only the columns order_events reads: converting the others (skus, promotions) to object arrays
-    # for every order line would cost time and memory for nothing
-    # (orders identified by their position: order_events groups by it, and hashing 5M strings costs
-    # more than the merge that carries the integer)
-    # (one join of the order lines with their orders serves the customers' orders and the products' sales)
+    # One join of the order lines with their orders serves both the customers' orders and the products'
+    # sales. order_events gets only the columns it reads (converting skus or promotions to object arrays
+    # for every order line would cost time and memory for nothing), with each order identified by its
+    # position: it groups by it, and hashing 5M order-id strings costs more than carrying the integer.
     sold = order_lines[["order_id", "sku", "quantity", "unit_price", "discount"]].merge(
         orders[["order_id", "customer_id", "placed_at"]].assign(code=np.arange(len(orders))), on="order_id"
     )
