@@ -100,7 +100,8 @@ class EventIndex:
     def __init__(self, event_keys: np.ndarray, event_times: np.ndarray, query_keys: np.ndarray) -> None:
         keys = np.asarray(event_keys, dtype=object)
         queries = np.asarray(query_keys, dtype=object)
-        if len(queries) == 1:  # one request (serving)
+        self.single = len(queries) == 1
+        if self.single:  # one request (serving)
             self._one(keys, np.asarray(event_times, dtype=np.int64), queries[0])
             return
         codes, uniques = factorize(np.concatenate([keys, queries]))
@@ -134,6 +135,14 @@ class EventIndex:
 
     def window(self, query_times: np.ndarray, days: int | None) -> Window:
         query_times = np.asarray(query_times, dtype=np.int64)
+        if self.single:  # the one block is the whole of sorted_time
+            hi = np.searchsorted(self.sorted_time, query_times, side="left")
+            lo = (
+                np.zeros(1, dtype=np.int64)
+                if days is None
+                else np.searchsorted(self.sorted_time, query_times - days * DAY_US, side="left")
+            )
+            return Window(self.order, lo, hi, self.valid)
         hi = _search_in_blocks(self.sorted_time, self.start, self.end, query_times)
         lo = (
             self.start.copy()
@@ -211,8 +220,10 @@ def distinct(w: Window, values: np.ndarray) -> np.ndarray:
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    # the divisor is never 0 or NaN, so nothing to silence
-    return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan)
+    """numerator / denominator where the denominator is positive, else NaN (nothing divides by 0 or NaN)."""
+    out = np.full(np.shape(denominator), np.nan)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
 
 
 def _per_request(req: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:

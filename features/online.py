@@ -272,8 +272,8 @@ def _columns(
             if values and not isinstance(values[0], int):  # SQLite: stored text
                 values = [int(_micros(v)) for v in values]
             out[name] = np.array(values, dtype=np.int64)
-        elif name in numbers:
-            out[name] = np.array([_number(v) for v in values], dtype=float)
+        elif name in numbers:  # floats (FLOAT8) or stored numbers; None -> NaN
+            out[name] = np.array(values, dtype=float)
         else:
             out[name] = np.array(values, dtype=object)
     return out
