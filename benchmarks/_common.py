@@ -18,7 +18,8 @@ DEFAULT_ADMIN = os.environ.get(
 LINES_PER_CUSTOMER_18M = 10.5  # order lines a simulated customer places in 18 months
 
 
-def fresh_postgres(name: str, admin_url: str = DEFAULT_ADMIN) -> str:
+def fresh_postgres(name: str, admin_url: str = DEFAULT_ADMIN, create: bool = True) -> str:
+    """An empty database `name` (dropped first if it exists); with create=False only the drop."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
@@ -27,7 +28,8 @@ def fresh_postgres(name: str, admin_url: str = DEFAULT_ADMIN) -> str:
     admin = create_engine(normalise_url(admin_url), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+        if create:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     return make_url(normalise_url(admin_url)).set(database=name).render_as_string(hide_password=False)
 

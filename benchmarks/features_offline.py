@@ -84,7 +84,7 @@ def main() -> None:
                     )
         finally:
             for size in args.sizes:
-                fresh_postgres(f"recoup_features_bench_{size}")
+                fresh_postgres(f"recoup_features_bench_{size}", create=False)
         results = []
         for size in args.sizes:
             totals = [run["total_s"] for run in runs[size]]

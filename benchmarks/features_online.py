@@ -82,7 +82,7 @@ def main() -> None:
             )
         if args.url is None:
             engine.dispose()
-            fresh_postgres("recoup_online_bench")
+            fresh_postgres("recoup_online_bench", create=False)
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ def worker(directory: str, url: str) -> None:
     print(json.dumps({"rows": report.rows, "seconds": seconds, "peak_mib": peak_mib, "files": files}))
 
 
-def fresh_postgres(admin_url: str, name: str) -> str:
+def fresh_postgres(admin_url: str, name: str, create: bool = True) -> str:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
@@ -164,7 +164,8 @@ def fresh_postgres(admin_url: str, name: str) -> str:
     admin = create_engine(normalise_url(admin_url), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+        if create:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     return make_url(normalise_url(admin_url)).set(database=name).render_as_string(hide_password=False)
 
@@ -223,7 +224,7 @@ def main() -> None:
                 f"{figures['peak_mib']:>9,.0f}"
             )
             if backend == "postgresql":
-                fresh_postgres(args.postgres_url, "recoup_import_bench")  # leave nothing behind
+                fresh_postgres(args.postgres_url, "recoup_import_bench", create=False)  # leave nothing behind
 
 
 if __name__ == "__main__":

@@ -299,7 +299,7 @@ def main() -> None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=40)
         if args.url is None:
-            fresh_postgres("recoup_scoring_bench")
+            fresh_postgres("recoup_scoring_bench", create=False)
 
 
 if __name__ == "__main__":
