@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,9 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import fresh_postgres, peak_mib  # noqa: E402
 
 
 def generate(directory: Path, order_lines: int, seed: int = 1) -> None:
@@ -149,25 +151,9 @@ def worker(directory: str, url: str) -> None:
     started = time.perf_counter()
     report = import_directory(Path(directory), engine)
     seconds = time.perf_counter() - started
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_mib()
     files = {f.table: f.rows for f in report.files}
-    print(json.dumps({"rows": report.rows, "seconds": seconds, "peak_mib": peak_mib, "files": files}))
-
-
-def fresh_postgres(admin_url: str, name: str, create: bool = True) -> str:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    sys.path.insert(0, str(ROOT))
-    from oms.db import normalise_url
-
-    admin = create_engine(normalise_url(admin_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        if create:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(normalise_url(admin_url)).set(database=name).render_as_string(hide_password=False)
+    print(json.dumps({"rows": report.rows, "seconds": seconds, "peak_mib": peak, "files": files}))
 
 
 def main() -> None:
@@ -207,7 +193,7 @@ def main() -> None:
             if backend == "sqlite":
                 url = f"sqlite:///{Path(scratch) / 'bench.db'}"
             else:
-                url = fresh_postgres(args.postgres_url, "recoup_import_bench")
+                url = fresh_postgres("recoup_import_bench", args.postgres_url)
             result = subprocess.run(
                 [sys.executable, __file__, "--worker", str(directory), url],
                 capture_output=True,
@@ -224,7 +210,7 @@ def main() -> None:
                 f"{figures['peak_mib']:>9,.0f}"
             )
             if backend == "postgresql":
-                fresh_postgres(args.postgres_url, "recoup_import_bench", create=False)  # leave nothing behind
+                fresh_postgres("recoup_import_bench", args.postgres_url, create=False)  # leave nothing behind
 
 
 if __name__ == "__main__":

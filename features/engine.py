@@ -126,12 +126,9 @@ class EventIndex:
         of the general case orders them); no factorising of every key."""
         valid = query is not None and query == query
         self.valid = np.array([valid])
-        self.query_code = np.array([0 if valid else -1], dtype=np.intp)
         mine = np.flatnonzero(keys == query) if valid and len(keys) else np.zeros(0, dtype=np.intp)
         self.order = mine[np.argsort(times[mine], kind="stable")]
-        self.sorted_time = times[self.order]
-        self.start = np.zeros(1, dtype=np.int64)
-        self.end = np.array([len(self.order) if valid else 0], dtype=np.int64)
+        self.sorted_time = times[self.order]  # the query's block is all of it (see window)
 
     def window(self, query_times: np.ndarray, days: int | None) -> Window:
         query_times = np.asarray(query_times, dtype=np.int64)
