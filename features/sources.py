@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features.catalogue import DAY_US
-from features.engine import Arrays, History, Requests, day_start, factorize
+from features.engine import Arrays, History, Requests, day_start, factorize, isin
 from oms.frames import load_frame
 
 CUSTOMER_HISTORY_DAYS = 365
@@ -39,11 +39,18 @@ def _text(values, *, repeated: bool = False) -> np.ndarray:
         out[codes < 0] = None
         return out
     out = np.empty(len(values), dtype=object)
+    if len(values) <= 64 and not isinstance(values, pd.Series):  # one request's few values
+        out[:] = [None if _missing(v) else v for v in values]
+        return out
     out[:] = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else values
     missing = pd.isna(out)
     if missing.any():
         out[missing] = None
     return out
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value)
 
 
 def _micros(values) -> np.ndarray:
@@ -124,7 +131,7 @@ def review_events(rows: Arrays) -> Arrays:
     return {
         "customer_id": _text(rows["customer_id"]),
         "t": np.asarray(rows["t"], dtype=np.int64),
-        "bad": np.isin(outcome, ("fraud", "abuse")).astype(float),
+        "bad": isin(outcome, ("fraud", "abuse")).astype(float),
     }
 
 
