@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import fresh_postgres, load, simulated_history
+from _common import cpu_seconds, fresh_postgres, load, machine_jitter, simulated_history
 
 
 def requests_from_history(engine, count: int):
@@ -61,9 +61,12 @@ def main() -> None:
         # frozen, so the collector's full passes do not walk it on the request path
         gc.collect()
         gc.freeze()
+        print(machine_jitter())
         with engine.connect() as connection:
+            backend = connection.connection.driver_connection.info.backend_pid
             for request in requests[:200]:  # warm up: psycopg prepares statements after a few uses
                 feature_engine.compute(*gather(connection, request))
+            cpu_before = (time.process_time(), cpu_seconds([backend]))
             total, fetch, compute = [], [], []
             for request in requests:
                 t0 = time.perf_counter()
@@ -74,8 +77,16 @@ def main() -> None:
                 total.append(t2 - t0)
                 fetch.append(t1 - t0)
                 compute.append(t2 - t1)
+            client_ms, database_ms = (
+                (after - before) * 1000 / len(requests)
+                for before, after in zip(
+                    cpu_before, (time.process_time(), cpu_seconds([backend])), strict=True
+                )
+            )
         ms = lambda values, q: np.percentile(values, q) * 1000  # noqa: E731
-        print(f"requests {len(total):,}")
+        print(
+            f"requests {len(total):,}; CPU per request: this process {client_ms:.2f} ms, its PostgreSQL backend {database_ms:.2f} ms"
+        )
         for name, values in (("total", total), ("database reads", fetch), ("feature math", compute)):
             print(
                 f"{name:<15} p50 {ms(values, 50):6.2f} ms   p95 {ms(values, 95):6.2f} ms   p99 {ms(values, 99):6.2f} ms"

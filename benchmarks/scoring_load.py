@@ -9,6 +9,8 @@ champion model trained on the history, then:
 3. POST /v1/returns/score maximum throughput (closed loop), as a share of the floor's.
 With --soak S: S seconds at --soak-rate, printing errors and the server's memory growth.
 Targets on 2 cores: p99 <= 10 ms at 300 req/s, 0 errors, max scoring throughput >= 50 % of the floor.
+Each phase also prints the CPU a request cost the API processes, PostgreSQL and the load generator, and
+the run starts with the machine's own jitter (a fixed CPU task's p50 and p99), the context of any p99.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, fresh_postgres, load
+from _common import ROOT, children, cpu_seconds, fresh_postgres, load, machine_jitter, postgres_pids
 
 
 def history_now(order_lines: int, out: Path, url: str) -> None:
@@ -203,19 +205,36 @@ def show(name: str, f: dict) -> None:
     )
 
 
+def with_cpu(server_pid: int, run) -> tuple[dict, str]:
+    """`run()`'s figures, and the CPU each request cost the API processes, PostgreSQL and this load
+    generator (from /proc): what the machine has to give per request, whatever the latency."""
+    api, database = children(server_pid), postgres_pids()
+    before = (cpu_seconds(api), cpu_seconds(database), time.process_time())
+    figures = run()
+    after = (cpu_seconds(api), cpu_seconds(database), time.process_time())
+    n = max(figures["requests"], 1)
+    api_ms, db_ms, client_ms = ((b - a) * 1000 / n for a, b in zip(before, after, strict=True))
+    total = api_ms + db_ms + client_ms
+    cores = os.cpu_count() or 1
+    line = (
+        f"  CPU per request: API {api_ms:.2f} ms + PostgreSQL {db_ms:.2f} ms + load generator {client_ms:.2f} ms"
+        f" = {total:.2f} ms; {cores} cores give at most {cores * 1000 / total:,.0f} req/s"
+    )
+    return figures, line
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of the server: the process and its children (the API processes)."""
     total = 0.0
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) / 1024
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            children = [int(child) for child in handle.read().split()]
-    except OSError:
-        children = []
-    return total + sum(rss_mib(child) for child in children)
+    for member in children(pid):
+        try:
+            with open(f"/proc/{member}/status") as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
 
 
 def main() -> None:
@@ -241,6 +260,7 @@ def main() -> None:
             url = fresh_postgres("recoup_scoring_bench")
             history_now(args.lines, Path(scratch) / "retailer", url)
         prepare_models(url, var)
+        print(machine_jitter(), flush=True)
         key = api_key(url)
         bodies = score_bodies(url, 5_000)
         with socket.socket() as probe:
@@ -280,12 +300,22 @@ def main() -> None:
             closed_loop(
                 port, key, "POST", "/v1/returns/score", bodies, 4, 5
             )  # warm-up: statement caches, JIT-free paths
-            floor = closed_loop(port, key, "GET", "/v1/ping", None, args.clients, 10)
+            floor, floor_cpu = with_cpu(
+                server.pid, lambda: closed_loop(port, key, "GET", "/v1/ping", None, args.clients, 10)
+            )
             show("floor: GET /v1/ping (max)", floor)
-            fixed = open_loop(port, key, bodies, args.rate, args.seconds, args.clients)
+            print(floor_cpu)
+            fixed, fixed_cpu = with_cpu(
+                server.pid, lambda: open_loop(port, key, bodies, args.rate, args.seconds, args.clients)
+            )
             show(f"score at {args.rate:.0f} req/s (open loop)", fixed)
-            peak = closed_loop(port, key, "POST", "/v1/returns/score", bodies, args.clients, 15)
+            print(fixed_cpu)
+            peak, peak_cpu = with_cpu(
+                server.pid,
+                lambda: closed_loop(port, key, "POST", "/v1/returns/score", bodies, args.clients, 15),
+            )
             show("score (max, closed loop)", peak)
+            print(peak_cpu)
             print(f"max scoring throughput = {peak['throughput'] / floor['throughput']:.0%} of the floor")
             if args.soak:
                 before = rss_mib(server.pid)
