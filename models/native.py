@@ -24,6 +24,14 @@ _KINDS = {
 }
 
 
+_PREDICT = basic._LIB.LGBM_BoosterPredictForMatSingleRowFast
+
+
+def _is_row(row: np.ndarray) -> bool:
+    """Already a contiguous 1-d float64 array (no copy needed)."""
+    return type(row) is np.ndarray and row.ndim == 1 and row.dtype == np.float64 and row.flags.c_contiguous
+
+
 class RowPredictor:
     """Predicts single rows of `booster` (same values as `booster.predict(row, ...)`)."""
 
@@ -65,17 +73,19 @@ class RowPredictor:
     def predict(self, row: np.ndarray, kind: str = "normal") -> np.ndarray:
         """One row's prediction: `raw` margin, `normal` output, or `contrib` (feature contributions and
         the base value last, summing to the margin)."""
-        data = np.ascontiguousarray(row, dtype=np.float64).reshape(-1)
+        data = row if _is_row(row) else np.ascontiguousarray(row, dtype=np.float64).reshape(-1)
         if data.shape[0] != self.columns:
             raise ValueError(f"the model takes {self.columns} features, the row has {data.shape[0]}")
         out = np.empty(self._sizes[kind], dtype=np.float64)
         length = ctypes.c_int64(0)
+        # raw addresses as c_void_p: `ndarray.ctypes.data_as` builds a pointer type per call (several
+        # microseconds each, more than a small model's trees)
         basic._safe_call(
-            basic._LIB.LGBM_BoosterPredictForMatSingleRowFast(
+            _PREDICT(
                 self._handle(kind),
-                data.ctypes.data_as(ctypes.c_void_p),
+                ctypes.c_void_p(data.ctypes.data),
                 ctypes.byref(length),
-                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+                ctypes.c_void_p(out.ctypes.data),
             )
         )
         return out[: length.value]

@@ -48,6 +48,23 @@ def test_single_rows_equal_booster_predict(row: np.ndarray, objective: str) -> N
     assert contributions.sum() == pytest.approx(predictor.predict(row, "raw")[0], abs=1e-9)
 
 
+@settings(max_examples=50, deadline=None)
+@given(row=ROWS)
+def test_rows_in_any_layout_give_the_same_answer(row: np.ndarray) -> None:
+    """A contiguous float64 row goes to the library as it is; anything else (a column of a Fortran
+    matrix, a list, a 2-d single row, float32) is copied first, and all give the same values."""
+    predictor = PREDICTORS["binary"]
+    expected = predictor.predict(row, "contrib")
+    fortran = np.asfortranarray(np.stack([row, row]))
+    for layout in (fortran[0], list(row), row.reshape(1, -1), row[::-1][::-1].copy()):
+        np.testing.assert_array_equal(predictor.predict(layout, "contrib"), expected)
+    assert not fortran[0].flags.c_contiguous  # the strided case is really exercised
+    finite = row[~np.isnan(row)]
+    if np.all(np.abs(finite) < 1e30):  # float32 keeps these exactly only where they fit: compare to itself
+        single = row.astype(np.float32)
+        np.testing.assert_array_equal(predictor.predict(single), predictor.predict(single.astype(np.float64)))
+
+
 def test_wrong_width_is_refused() -> None:
     with pytest.raises(ValueError, match="takes 6 features, the row has 5"):
         PREDICTORS["binary"].predict(np.zeros(5))
