@@ -33,6 +33,12 @@ def unit_of_work(engine: Engine, *, write: bool = True) -> Iterator[Session]:
     (the database refuses writes) and ends with COMMIT, because a ROLLBACK makes psycopg drop every
     prepared statement of the connection and the hot read paths (scoring) would be re-planned on every
     request; on SQLite it is rolled back.
+
+    A reading unit also sees one snapshot: on PostgreSQL it is REPEATABLE READ, so the statements of a
+    read (the policy context and the features of a score, a return and its lines) all see the database
+    as of the same moment; under READ COMMITTED each statement takes its own snapshot, and a return
+    committed in between would count in some of them and not in others. A read-only REPEATABLE READ
+    transaction never fails to serialize. SQLite transactions are serializable already.
     """
     sqlite = engine.dialect.name == "sqlite"
     bind = engine.execution_options(sqlite_begin="IMMEDIATE") if write and sqlite else engine
@@ -40,7 +46,9 @@ def unit_of_work(engine: Engine, *, write: bool = True) -> Iterator[Session]:
         try:
             with session.begin():
                 if not write and not sqlite:
-                    session.connection(execution_options={"postgresql_readonly": True})
+                    session.connection(
+                        execution_options={"postgresql_readonly": True, "isolation_level": "REPEATABLE READ"}
+                    )
                 yield session
                 if not write and sqlite:
                     # detach what was read with its loaded state (as a commit would leave it), then drop

@@ -63,3 +63,24 @@ def test_a_pooled_connection_that_died_while_idle_is_replaced_at_checkout(
     with unit_of_work(engine, write=False) as session:  # and a pinged connection still reads READ ONLY
         assert session.execute(select(func.count()).select_from(ApiKey)).scalar_one() == 0
     engine.dispose()
+
+
+def test_a_reading_unit_sees_one_snapshot_and_leaves_the_connection_as_it_was(engine: Engine) -> None:
+    """A key created (and committed) while a reading unit is open does not appear in it, however many
+    statements the unit runs; the next unit on the pooled connection sees it, and writes as before."""
+    from sqlalchemy import text
+
+    with unit_of_work(engine, write=False) as session:
+        before = session.execute(select(func.count()).select_from(ApiKey)).scalar_one()
+        with unit_of_work(engine) as writer:  # another connection, committed while the read is open
+            create_key(writer, "meanwhile", ["admin"])
+        assert session.execute(select(func.count()).select_from(ApiKey)).scalar_one() == before
+        if engine.dialect.name == "postgresql":
+            level = session.execute(text("SHOW transaction_isolation")).scalar_one()
+            assert level == "repeatable read"
+    assert _keys(engine) == before + 1
+    with unit_of_work(engine) as session:  # the pooled connection writes, at the default level
+        create_key(session, "after", ["admin"])
+        if engine.dialect.name == "postgresql":
+            assert session.execute(text("SHOW transaction_isolation")).scalar_one() == "read committed"
+    assert _keys(engine) == before + 2
