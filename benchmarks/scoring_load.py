@@ -6,7 +6,9 @@ Starts the API (`python -m api.serve`, --processes N sharing the port; default 2
 champion model trained on the history, then:
 1. the floor: the authenticated no-op GET /v1/ping, maximum throughput with keep-alive clients;
 2. POST /v1/returns/score at a fixed rate (open loop, default 300 req/s): p50/p95/p99 latency, errors;
-3. POST /v1/returns/score maximum throughput (closed loop), as a share of the floor's.
+3. POST /v1/returns/score maximum throughput (closed loop), as a share of the floor's;
+4. the latency curve: open loops at 25, 50 and 75 % of that maximum (--curve), up to which rate the p99
+   target holds on this machine.
 With --soak S: S seconds at --soak-rate, printing errors and the server's memory growth.
 Targets on 2 cores: p99 <= 10 ms at 300 req/s, 0 errors, max scoring throughput >= 50 % of the floor.
 Each phase also prints the CPU a request cost the API processes, PostgreSQL and the load generator, and
@@ -249,6 +251,14 @@ def main() -> None:
     parser.add_argument(
         "--processes", type=int, default=2, help="API processes sharing the port (SO_REUSEPORT)"
     )
+    parser.add_argument(
+        "--curve",
+        type=float,
+        nargs="*",
+        default=[0.25, 0.5, 0.75],
+        help="after the maximum, open loops at these shares of it (none: skip)",
+    )
+    parser.add_argument("--curve-seconds", type=float, default=15)
     parser.add_argument("--soak", type=float, default=0, help="soak duration in seconds (0: no soak)")
     parser.add_argument("--soak-rate", type=float, default=200)
     args = parser.parse_args()
@@ -317,6 +327,12 @@ def main() -> None:
             show("score (max, closed loop)", peak)
             print(peak_cpu)
             print(f"max scoring throughput = {peak['throughput'] / floor['throughput']:.0%} of the floor")
+            # the latency curve: the same open loop at shares of the measured maximum, showing the rate
+            # up to which the p99 target holds on this machine
+            for share in args.curve:
+                rate = peak["throughput"] * share
+                point = open_loop(port, key, bodies, rate, args.curve_seconds, args.clients)
+                show(f"score at {rate:.0f} req/s ({share:.0%} of max)", point)
             if args.soak:
                 before = rss_mib(server.pid)
                 soak = open_loop(port, key, bodies, args.soak_rate, args.soak, args.clients)
