@@ -248,9 +248,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=300)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument(
-        "--processes", type=int, default=2, help="API processes sharing the port (SO_REUSEPORT)"
-    )
+    parser.add_argument("--processes", type=int, default=2, help="API processes sharing the port")
     parser.add_argument(
         "--curve",
         type=float,

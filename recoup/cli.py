@@ -302,7 +302,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface (default RECOUP_API_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default RECOUP_API_PORT).")] = None,
     processes: Annotated[
-        int, typer.Option(help="API processes sharing the port (SO_REUSEPORT); about one per core.")
+        int,
+        typer.Option(help="API processes sharing the port (connections spread evenly); about one per core."),
     ] = 1,
 ) -> None:
     """Serve the HTTP API (several processes on one port; more machines behind a load balancer)."""

@@ -1,7 +1,9 @@
-"""`recoup serve --processes N`: N API processes on one port (SO_REUSEPORT), restarted when one dies."""
+"""`recoup serve --processes N`: N API processes on one port, connections spread evenly over them,
+restarted when one dies."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -82,3 +84,74 @@ def test_processes_share_the_port_and_a_dead_one_is_replaced(tmp_path: Path) -> 
         output, _ = server.communicate(timeout=60)
     assert server.returncode == 0, output
     assert "restarting it" in output
+
+
+def _holders(children: list[int], server_port: int, client_ports: list[int]) -> dict[int, int]:
+    """Which process holds the server side of each client connection (by socket inode, from /proc)."""
+    inode_of = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as handle:
+            for line in handle.readlines()[1:]:
+                fields = line.split()
+                local, remote = int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)
+                if local == server_port and remote in client_ports:
+                    inode_of[fields[9]] = remote
+    held = {}
+    for pid in children:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inode_of:
+                held[inode_of[target[8:-1]]] = pid
+    return held
+
+
+def test_keep_alive_connections_are_spread_evenly(tmp_path: Path) -> None:
+    """8 keep-alive clients over 2 processes get 4 each, every time. (With SO_REUSEPORT the kernel
+    hashed connections to processes: an even split about one time in four.)"""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "RECOUP_DATABASE_URL": f"sqlite:///{tmp_path / 'recoup.db'}",
+        "RECOUP_VAR_DIR": str(tmp_path / "var"),
+        "RECOUP_ENV": "development",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "recoup.cli", "serve", "--port", str(port), "--processes", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", time.monotonic() + 90)
+        even_rounds, both_ready, deadline = 0, False, time.monotonic() + 90
+        while even_rounds < 5 and time.monotonic() < deadline:
+            clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(8)]
+            try:
+                for client in clients:  # a request on each: the connection is being served
+                    client.request("GET", "/healthz")
+                    assert client.getresponse().read()
+                held = _holders(
+                    _children(server.pid), port, [client.sock.getsockname()[1] for client in clients]
+                )
+                assert len(held) == 8, held  # every connection is held by one of the API processes
+                counts = sorted(list(held.values()).count(pid) for pid in set(held.values()))
+            finally:
+                for client in clients:
+                    client.close()
+            if not both_ready:  # the second process may have become ready during this round
+                both_ready = len(counts) == 2
+                time.sleep(0.5)
+                continue
+            assert counts == [4, 4], counts
+            even_rounds += 1
+        assert even_rounds == 5
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, output
