@@ -66,7 +66,7 @@ def test_processes_share_the_port_and_a_dead_one_is_replaced(tmp_path: Path) -> 
             time.sleep(0.2)
         first = _children(server.pid)
         assert len(first) == 2
-        # every new connection is answered, whichever process the kernel hands it to
+        # every new connection is answered, whichever process it is handed to
         assert all(httpx.get(f"{url}/healthz", timeout=5).status_code == 200 for _ in range(40))
         # one process dies: the other keeps answering and the parent starts a replacement
         os.kill(first[0], signal.SIGKILL)
@@ -79,6 +79,24 @@ def test_processes_share_the_port_and_a_dead_one_is_replaced(tmp_path: Path) -> 
         assert len(_children(server.pid)) == 2 and first[0] not in _children(server.pid)
         _wait_healthy(url, time.monotonic() + 60)
         assert all(httpx.get(f"{url}/healthz", timeout=5).status_code == 200 for _ in range(40))
+        # the replacement is handed connections too, once it has started
+        serving, deadline = set(), time.monotonic() + 90
+        while serving != set(_children(server.pid)) and time.monotonic() < deadline:
+            clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(4)]
+            try:
+                for client in clients:
+                    client.request("GET", "/healthz")
+                    assert client.getresponse().status == 200
+                serving = set(
+                    _holders(
+                        _children(server.pid), port, [client.sock.getsockname()[1] for client in clients]
+                    ).values()
+                )
+            finally:
+                for client in clients:
+                    client.close()
+            time.sleep(0.5)
+        assert serving == set(_children(server.pid)) and first[0] not in serving
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=60)
