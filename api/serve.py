@@ -4,9 +4,9 @@ With several processes, the parent owns the listening socket. It accepts each co
 the next ready process in turn: the socket itself goes over a Unix socket pair (SCM_RIGHTS), and the
 process serves it from then on. The parent is never in the request path, since requests go straight from
 the client to the process that holds the connection. Connections are spread evenly: 8 keep-alive clients
-over 2 processes give 4 each. SO_REUSEPORT, used before, hashes each connection to a process, so 8
-clients split 5/3 or 6/2 about two times in three, and one process got most of the load while the other
-idled.
+over 2 processes give 4 each. SO_REUSEPORT, used before, hashes each connection to a process: by the
+odds of a random split, 8 clients land 5/3 or 6/2 two times in three, and one process got most of the
+load while the other idled.
 
 - A process is handed connections only once its app has started (it says so on its socket pair); while
   none can take one, connections wait in the listen backlog.
@@ -41,14 +41,12 @@ APP = "api.main:app"
 READY = b"R"
 
 
-def listening_socket(host: str, port: int, listen: bool = True) -> socket.socket:
-    """A TCP socket bound to host:port; listening at once unless `listen` is False."""
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port, not listening yet."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    if listen:
-        sock.listen(2048)
     return sock
 
 
@@ -188,14 +186,14 @@ def serve(host: str, port: int, processes: int = 1, log_level: str = "info", acc
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     # bound now, so a taken port fails at once; listening only once a process can serve
-    listener = listening_socket(host, port, listen=False)
+    listener = bound_socket(host, port)
     listener.setblocking(False)
     context = multiprocessing.get_context("spawn")  # no forked LightGBM/OpenMP or database state
     children: list[_Process] = []
     selector = selectors.DefaultSelector()
     failures = [0] * processes  # failed starts in a row, per slot
     restart_at = [0.0] * processes
-    listening = watching = False
+    watching = False
     turn = 0
 
     def hand(connection: socket.socket) -> None:
@@ -236,16 +234,14 @@ def serve(host: str, port: int, processes: int = 1, log_level: str = "info", acc
                 if READY in message:
                     child.ready = child.started = True
                     print(f"api process {child.process.pid} ready", file=sys.stderr, flush=True)
-                    if not listening:
-                        listener.listen(2048)
-                        listening = True
                 elif not message:  # its end closed: the process is stopping or died
                     child.ready = False
                     selector.unregister(child.channel)
             # watch the listener only while some process can take a connection; otherwise they wait
             # in the backlog instead of being accepted and closed
             ready = any(child.ready for child in children)
-            if listening and ready and not watching:
+            if ready and not watching:
+                listener.listen(2048)  # from the first ready process on (again: a no-op)
                 selector.register(listener, selectors.EVENT_READ, None)
                 watching = True
             elif watching and not ready:

@@ -79,7 +79,7 @@ class Window:
     lo: np.ndarray
     hi: np.ndarray
     valid: np.ndarray  # query has a key
-    index: EventIndex | None = None  # where the window came from (its running sums are shared)
+    index: EventIndex  # where the window came from (its running sums are shared)
 
 
 def factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,10 +200,7 @@ def count(w: Window) -> np.ndarray:
 
 
 def total(w: Window, values: np.ndarray) -> np.ndarray:
-    if w.index is not None:
-        cumulative = w.index.running_sum(values)
-    else:
-        cumulative = np.concatenate([[0.0], np.cumsum(np.asarray(values, dtype=float)[w.order])])
+    cumulative = w.index.running_sum(values)
     return np.where(w.valid, cumulative[w.hi] - cumulative[w.lo], np.nan)
 
 
@@ -243,26 +240,24 @@ def _per_request(req: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(req, weights=np.asarray(values, dtype=float), minlength=n)
 
 
-def _max_per_request(req: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """Largest value per request ignoring NaN; NaN where a request has none."""
+def _extreme_per_request(req: np.ndarray, values: np.ndarray, n: int, largest: bool) -> np.ndarray:
+    """Largest (or smallest) value per request ignoring NaN; NaN where a request has none."""
     values = np.asarray(values, dtype=float)
+    empty = -np.inf if largest else np.inf
     if n == 1:  # one request (serving): one reduction instead of an unbuffered ufunc.at
-        top = np.fmax.reduce(values, initial=-np.inf)
-        return np.array([np.nan if np.isinf(top) else top])
-    out = np.full(n, -np.inf)
-    np.maximum.at(out, req, np.where(np.isnan(values), -np.inf, values))
+        pick = (np.fmax if largest else np.fmin).reduce(values, initial=empty)
+        return np.array([np.nan if np.isinf(pick) else pick])
+    out = np.full(n, empty)
+    (np.maximum if largest else np.minimum).at(out, req, np.where(np.isnan(values), empty, values))
     return np.where(np.isinf(out), np.nan, out)
+
+
+def _max_per_request(req: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    return _extreme_per_request(req, values, n, largest=True)
 
 
 def _min_per_request(req: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """Smallest value per request ignoring NaN; NaN where a request has none."""
-    values = np.asarray(values, dtype=float)
-    if n == 1:
-        low = np.fmin.reduce(values, initial=np.inf)
-        return np.array([np.nan if np.isinf(low) else low])
-    out = np.full(n, np.inf)
-    np.minimum.at(out, req, np.where(np.isnan(values), np.inf, values))
-    return np.where(np.isinf(out), np.nan, out)
+    return _extreme_per_request(req, values, n, largest=False)
 
 
 def isin(values: np.ndarray, options: tuple) -> np.ndarray:

@@ -41,7 +41,8 @@ def _wait_healthy(url: str, deadline: float) -> None:
     raise AssertionError(f"{url} did not answer in time")
 
 
-def test_processes_share_the_port_and_a_dead_one_is_replaced(tmp_path: Path) -> None:
+def _serve(tmp_path: Path, processes: int) -> tuple[subprocess.Popen, int]:
+    """`recoup serve` on a free port, on a fresh SQLite database; its output is collected at the end."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -52,12 +53,32 @@ def test_processes_share_the_port_and_a_dead_one_is_replaced(tmp_path: Path) -> 
         "RECOUP_ENV": "development",
     }
     server = subprocess.Popen(
-        [sys.executable, "-m", "recoup.cli", "serve", "--port", str(port), "--processes", "2"],
+        [sys.executable, "-m", "recoup.cli", "serve", "--port", str(port), "--processes", str(processes)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    return server, port
+
+
+def _served_by(server: subprocess.Popen, port: int, connections: int) -> dict[int, int]:
+    """Open `connections` keep-alive connections, one request on each (so each is being served), and
+    return which API process holds each one (client port -> pid)."""
+    clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(connections)]
+    try:
+        for client in clients:
+            client.request("GET", "/healthz")
+            response = client.getresponse()
+            assert response.status == 200 and response.read()
+        return _holders(_children(server.pid), port, [client.sock.getsockname()[1] for client in clients])
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_processes_share_the_port_and_a_dead_one_is_replaced(tmp_path: Path) -> None:
+    server, port = _serve(tmp_path, processes=2)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, time.monotonic() + 90)
@@ -82,19 +103,7 @@ def test_processes_share_the_port_and_a_dead_one_is_replaced(tmp_path: Path) -> 
         # the replacement is handed connections too, once it has started
         serving, deadline = set(), time.monotonic() + 90
         while serving != set(_children(server.pid)) and time.monotonic() < deadline:
-            clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(4)]
-            try:
-                for client in clients:
-                    client.request("GET", "/healthz")
-                    assert client.getresponse().status == 200
-                serving = set(
-                    _holders(
-                        _children(server.pid), port, [client.sock.getsockname()[1] for client in clients]
-                    ).values()
-                )
-            finally:
-                for client in clients:
-                    client.close()
+            serving = set(_served_by(server, port, 4).values())
             time.sleep(0.5)
         assert serving == set(_children(server.pid)) and first[0] not in serving
     finally:
@@ -129,39 +138,14 @@ def _holders(children: list[int], server_port: int, client_ports: list[int]) -> 
 def test_keep_alive_connections_are_spread_evenly(tmp_path: Path) -> None:
     """8 keep-alive clients over 2 processes get 4 each, every time. (With SO_REUSEPORT the kernel
     hashed connections to processes: an even split about one time in four.)"""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ,
-        "RECOUP_DATABASE_URL": f"sqlite:///{tmp_path / 'recoup.db'}",
-        "RECOUP_VAR_DIR": str(tmp_path / "var"),
-        "RECOUP_ENV": "development",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "recoup.cli", "serve", "--port", str(port), "--processes", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    server, port = _serve(tmp_path, processes=2)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}", time.monotonic() + 90)
         even_rounds, both_ready, deadline = 0, False, time.monotonic() + 90
         while even_rounds < 5 and time.monotonic() < deadline:
-            clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(8)]
-            try:
-                for client in clients:  # a request on each: the connection is being served
-                    client.request("GET", "/healthz")
-                    assert client.getresponse().read()
-                held = _holders(
-                    _children(server.pid), port, [client.sock.getsockname()[1] for client in clients]
-                )
-                assert len(held) == 8, held  # every connection is held by one of the API processes
-                counts = sorted(list(held.values()).count(pid) for pid in set(held.values()))
-            finally:
-                for client in clients:
-                    client.close()
+            held = _served_by(server, port, 8)
+            assert len(held) == 8, held  # every connection is held by one of the API processes
+            counts = sorted(list(held.values()).count(pid) for pid in set(held.values()))
             if not both_ready:  # the second process may have become ready during this round
                 both_ready = len(counts) == 2
                 time.sleep(0.5)
