@@ -48,6 +48,8 @@ def _state_from_settings() -> AppState:
         policy=load_policy(settings.policy_path),
         models=holder,
         serving_log=ServingLogWriter(engine),
+        score_max_batch=settings.score_max_batch,
+        score_batch_wait=settings.score_batch_wait_ms / 1000,
     )
     chooser = _recovery_chooser(holder)
     if chooser is not None:

@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -154,6 +154,7 @@ class ModelScorer:
         self.holder = holder
         self.policy = policy
         self.last: Scored | None = None  # what the last assessment computed (per service instance)
+        self.scored: list[Scored] = []  # what each assessment of the last `assess_many` computed
 
     def reads(self, db: Driver, request: CreateReturn, now: dt.datetime) -> list[Statement]:
         """The online features' reads, batched with the return's context (one round trip)."""
@@ -162,33 +163,80 @@ class ModelScorer:
     def assess(
         self, session: Session, request: CreateReturn, context: RequestContext, policy_decision: Assessment
     ) -> Assessment:
+        return self.assess_many(session, [(request, context, policy_decision)])[0]
+
+    def assess_many(
+        self, session: Session, items: Sequence[tuple[CreateReturn, RequestContext, Assessment]]
+    ) -> list[Assessment]:
+        """Score several requests at once: their features in one `engine.compute` over the merged
+        inputs, then one model call per row. `self.scored` holds what each assessment computed.
+
+        Anything failing for the batch as a whole (a request whose inputs break the merge, say) is
+        retried request by request, so that one bad request degrades only its own answer."""
         started = time.perf_counter()
-        champions = self.holder.current
-        model = champions.fraud
-        online = _online_request(request, context.now)
-        scored = Scored(policy_decision)
-
-        def inputs():
-            if context.scorer_rows is None:  # a context read without this scorer
-                return online_features.gather(session.connection(), online)
-            return online_features.assemble(Driver(session.connection()), online, context.scorer_rows)
-
+        champions = self.holder.current  # one model for the whole batch, even if the alias moves now
         try:
-            if model is None:
+            if champions.fraud is None:
                 raise LookupError("no champion fraud model")
-            batch, history = inputs()
-            values = feature_engine.compute(batch, history)
-            row = np.array([values[name][0] for name in model.features], dtype=np.float64).reshape(1, -1)
-            contributions = model.rows.predict(row[0], "contrib")
+            inputs = [self._inputs(session, request, context) for request, context, _ in items]
+            values = feature_engine.compute(*online_features.merge(inputs))
+        except Exception as exc:
+            if len(items) > 1:
+                scored = []
+                for item in items:
+                    self.assess_many(session, [item])
+                    scored += self.scored
+                self.scored = scored
+                self.last = scored[-1]
+                return [one.assessment for one in scored]
+            self.scored = [self._degraded(session, champions, *items[0], exc)]
+        else:
+            self.scored = [
+                self._score(session, champions, item, inputs[index][0], values, index)
+                for index, item in enumerate(items)
+            ]
+        latency_ms = (time.perf_counter() - started) * 1000
+        for one in self.scored:
+            one.latency_ms = latency_ms
+        self.last = self.scored[-1]
+        return [one.assessment for one in self.scored]
+
+    def _inputs(self, session: Session, request: CreateReturn, context: RequestContext):
+        online = _online_request(request, context.now)
+        if context.scorer_rows is None:  # a context read without this scorer
+            return online_features.gather(session.connection(), online)
+        return online_features.assemble(Driver(session.connection()), online, context.scorer_rows)
+
+    def _score(self, session: Session, champions: Champions, item, batch, values, index: int) -> Scored:
+        request, context, policy_decision = item
+        model = champions.fraud
+        try:
+            row = np.array([values[name][index] for name in model.features], dtype=np.float64)
+            contributions = model.rows.predict(row, "contrib")
             # the contributions sum to the margin: one TreeSHAP pass gives both score and reasons
             score = float(model.calibrate(np.array([contributions.sum()]))[0])
-            reasons = reason_codes(model.features, row[0], contributions, model.typical)
-            scored.features = {name: float(values[name][0]) for name in model.features}
-            scored.lines = self._lines(batch, champions.recovery, request)
-            assessment = self._combine(policy_decision, score, reasons, model.version)
+            reasons = reason_codes(model.features, row, contributions, model.typical)
+            return Scored(
+                self._combine(policy_decision, score, reasons, model.version),
+                dict(zip(model.features, row.tolist(), strict=True)),
+                self._lines(batch, champions.recovery, request),
+            )
         except Exception as exc:
-            log.warning("scoring degraded to the policy decision: %s", exc)
-            assessment = Assessment(
+            return self._degraded(session, champions, request, context, policy_decision, exc)
+
+    def _degraded(
+        self,
+        session: Session,
+        champions: Champions,
+        request: CreateReturn,
+        context: RequestContext,
+        policy_decision: Assessment,
+        exc: Exception,
+    ) -> Scored:
+        """The policy decision flagged degraded, with the line estimates if they can still be made."""
+        log.warning("scoring degraded to the policy decision: %s", exc)
+        scored = Scored(
+            Assessment(
                 policy_decision.decision,
                 policy_decision.reasons,
                 None,
@@ -196,15 +244,13 @@ class ModelScorer:
                 True,
                 {"degraded_because": str(exc)[:200]},
             )
-            try:
-                batch, _ = inputs()
-                scored.lines = self._lines(batch, champions.recovery, request)
-            except Exception:  # estimates are a courtesy; the decision stands without them
-                scored.lines = []
-        scored.assessment = assessment
-        scored.latency_ms = (time.perf_counter() - started) * 1000
-        self.last = scored
-        return assessment
+        )
+        try:
+            batch, _ = self._inputs(session, request, context)
+            scored.lines = self._lines(batch, champions.recovery, request)
+        except Exception:  # estimates are a courtesy; the decision stands without them
+            scored.lines = []
+        return scored
 
     def _combine(
         self, policy_decision: Assessment, score: float, reasons: list[dict], version: str | None

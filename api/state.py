@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from api.batching import Batcher
 from api.scoring import ModelHolder, ModelScorer
 from api.serving_log import ServingLogWriter
 from oms.apikeys import Principal, verify
@@ -61,6 +62,9 @@ class AppState:
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     models: ModelHolder | None = None  # the champion models; None: policy decisions only (degraded)
     serving_log: ServingLogWriter | None = None
+    score_max_batch: int = 32  # most scores served together (`api.batching`)
+    score_batch_wait: float = 0.0  # seconds a batch waits for company while the server is busy
+    batchers: dict[str, Batcher] = field(default_factory=dict)  # per process, made on first use
 
     def scorer(self) -> ModelScorer:
         return ModelScorer(self.models or ModelHolder(lambda: (None, None)), self.policy)

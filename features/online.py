@@ -467,6 +467,65 @@ def assemble(db: Driver, request: OnlineRequest, results: list[list[tuple]]) -> 
     return Requests(header, lines, order_lines, payments), history
 
 
+def merge(parts: list[tuple[Requests, History]]) -> tuple[Requests, History]:
+    """Several requests' inputs (each from `assemble`) as one batch for a single `engine.compute`: the
+    same values as computing each alone, for a fraction of the cost (the engine's set-up is per call).
+
+    Each part read its own customer's history, so two parts about the same customer (or sharing a card)
+    must not see each other's rows: customer ids and link values are replaced by codes private to their
+    part, and the line tables' `req` is offset."""
+    if len(parts) == 1:
+        return parts[0]
+    customers: dict[tuple[int, object], int] = {}
+    values: dict[tuple[int, object], int] = {}
+
+    def private(part: int, keys: np.ndarray, codes: dict[tuple[int, object], int]) -> np.ndarray:
+        out = np.empty(len(keys), dtype=object)
+        out[:] = [None if key is None else codes.setdefault((part, key), len(codes)) for key in keys]
+        return out
+
+    tables: dict[str, list[Arrays]] = {}
+    for part, (requests, history) in enumerate(parts):
+        tables.setdefault("header", []).append(
+            {**requests.header, "customer_id": private(part, requests.header["customer_id"], customers)}
+        )
+        for name in ("lines", "order_lines", "payments"):
+            table = getattr(requests, name)
+            tables.setdefault(name, []).append({**table, "req": table["req"] + part})
+        for name in ("orders", "returns", "reviews"):
+            table = getattr(history, name)
+            tables.setdefault(name, []).append(
+                {**table, "customer_id": private(part, table["customer_id"], customers)}
+            )
+        links = history.links
+        tables.setdefault("links", []).append(
+            {
+                **links,
+                "customer_id": private(part, links["customer_id"], customers),
+                "value": private(part, links["value"], values),
+            }
+        )
+        for name in ("store", "employee", "product"):
+            tables.setdefault(name, []).append(getattr(history, name))
+
+    def joined(name: str) -> Arrays:
+        pieces = tables[name]
+        return {column: np.concatenate([piece[column] for piece in pieces]) for column in pieces[0]}
+
+    return (
+        Requests(joined("header"), joined("lines"), joined("order_lines"), joined("payments")),
+        History(
+            orders=joined("orders"),
+            returns=joined("returns"),
+            reviews=joined("reviews"),
+            links=joined("links"),
+            store=joined("store"),
+            employee=joined("employee"),
+            product=joined("product"),
+        ),
+    )
+
+
 def _share(part: int, whole: int) -> float:
     return part / whole if whole else np.nan
 

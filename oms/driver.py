@@ -68,20 +68,26 @@ class Driver:
             return "IN (NULL)", {}
         return f"IN ({{{name}:{len(values)}}})", {f"{name}{i}": value for i, value in enumerate(values)}
 
-    def run(self, statements: Sequence[Statement]) -> list[list[tuple]]:
-        """Execute the statements and fetch all their rows; on PostgreSQL in one pipeline."""
+    def run(self, statements: Sequence[Statement], *, end_transaction: bool = False) -> list[list[tuple]]:
+        """Execute the statements and fetch all their rows; on PostgreSQL in one pipeline.
+
+        `end_transaction` (PostgreSQL): the pipeline ends with COMMIT, so a transaction that only reads
+        takes one round trip in all instead of two (the caller's own commit then has nothing to do).
+        Only for a caller that reads nothing more in this transaction and wrote nothing before."""
         if not self.postgres:
             cursor = self.raw.cursor()
             try:
                 return [cursor.execute(self.sql(text), params).fetchall() for text, params in statements]
             finally:
                 cursor.close()
-        cursors = [self.raw.cursor() for _ in statements]
+        cursors = [self.raw.cursor() for _ in range(len(statements) + end_transaction)]
         try:
             with self.raw.pipeline():
-                for cursor, (text, params) in zip(cursors, statements, strict=True):
+                for cursor, (text, params) in zip(cursors, statements, strict=False):
                     cursor.execute(self.sql(text), params)
-            return [cursor.fetchall() for cursor in cursors]
+                if end_transaction:
+                    cursors[-1].execute("COMMIT")
+            return [cursor.fetchall() for cursor in cursors[: len(statements)]]
         finally:
             for cursor in cursors:
                 cursor.close()

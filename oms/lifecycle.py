@@ -163,6 +163,12 @@ class Scorer(Protocol):
         self, session: Session, request: CreateReturn, context: RequestContext, policy_decision: Assessment
     ) -> Assessment: ...
 
+    def assess_many(
+        self, session: Session, items: Sequence[tuple[CreateReturn, RequestContext, Assessment]]
+    ) -> list[Assessment]:
+        """`assess` for several requests (each with its context and policy decision), in their order."""
+        ...
+
 
 @dataclass
 class RequestContext:
@@ -237,7 +243,64 @@ class ReturnService:
 
         Everything is read in one batch (`oms.context_reads`; one round trip on PostgreSQL), together
         with the scorer's own reads when there is a scorer."""
-        now = self._now(request.requested_at)
+        found = self.contexts([request])[0]
+        if isinstance(found, InvalidRequestError):
+            raise found
+        return found
+
+    def contexts(
+        self, requests: Sequence[CreateReturn], *, last_read: bool = False
+    ) -> list[RequestContext | InvalidRequestError]:
+        """`context` for several requests at once: all their reads (and their scorer's) in one batch,
+        one round trip on PostgreSQL. An invalid request gets its error in its place; the others are
+        unaffected.
+
+        `last_read`: nothing else is read in this transaction, so on PostgreSQL it ends in the same
+        round trip (the snapshot is the same; a later read would begin a new transaction)."""
+        db = Driver(self.session.connection())
+        out: list[RequestContext | InvalidRequestError | None] = [None] * len(requests)
+        statements: list[Statement] = []
+        read: list[tuple[int, dt.datetime, int, int]] = []  # position, now, where its reads start, scorer's
+        for position, request in enumerate(requests):
+            now = self._now(request.requested_at)
+            try:
+                self._check_request(request)
+            except InvalidRequestError as exc:
+                out[position] = exc
+                continue
+            start = len(statements)
+            statements += context_reads.statements(
+                db,
+                order_id=request.order_id,
+                customer_id=request.customer_id,
+                location_id=request.location_id,
+                skus=sorted(
+                    {line.sku for line in request.lines if line.sku is not None}
+                    | {line.replacement_sku for line in request.lines if line.replacement_sku is not None}
+                ),
+                now=now,
+                since=now - dt.timedelta(days=self.policy.velocity.window_days),
+                receiptless_since=now - dt.timedelta(days=self.policy.receiptless.per_customer_days),
+                lowest_since=now - dt.timedelta(days=self.policy.receiptless.lowest_price_days),
+            )
+            read.append((position, now, start, len(statements)))
+            if self.scorer is not None:
+                statements += self.scorer.reads(db, request, now)
+        results = db.run(statements, end_transaction=last_read) if statements else []
+        ends = [start for _, _, start, _ in read[1:]] + [len(statements)] * bool(read)
+        for (position, now, start, middle), end in zip(read, ends, strict=True):
+            try:
+                context = self._validate(requests[position], now, context_reads.rows(results[start:middle]))
+            except InvalidRequestError as exc:
+                out[position] = exc
+                continue
+            context.scorer_rows = results[middle:end] if self.scorer is not None else None
+            out[position] = context
+        return out  # type: ignore[return-value]  # every position is filled
+
+    @staticmethod
+    def _check_request(request: CreateReturn) -> None:
+        """What can be checked before reading anything."""
         if request.channel not in enums.RETURN_CHANNELS:
             raise InvalidRequestError(
                 f"channel {request.channel!r} is not one of {', '.join(enums.RETURN_CHANNELS)}"
@@ -248,25 +311,6 @@ class ReturnService:
             )
         if not request.lines:
             raise InvalidRequestError("a return needs at least one line")
-        db = Driver(self.session.connection())
-        skus = {line.sku for line in request.lines if line.sku is not None}
-        skus |= {line.replacement_sku for line in request.lines if line.replacement_sku is not None}
-        own = context_reads.statements(
-            db,
-            order_id=request.order_id,
-            customer_id=request.customer_id,
-            location_id=request.location_id,
-            skus=sorted(skus),
-            now=now,
-            since=now - dt.timedelta(days=self.policy.velocity.window_days),
-            receiptless_since=now - dt.timedelta(days=self.policy.receiptless.per_customer_days),
-            lowest_since=now - dt.timedelta(days=self.policy.receiptless.lowest_price_days),
-        )
-        extra = self.scorer.reads(db, request, now) if self.scorer is not None else []
-        results = db.run(own + extra)
-        context = self._validate(request, now, context_reads.rows(results[: len(own)]))
-        context.scorer_rows = results[len(own) :] if self.scorer is not None else None
-        return context
 
     def _validate(self, request: CreateReturn, now: dt.datetime, found: ContextRows) -> RequestContext:
         if request.location_id is not None and not found.location_found:
@@ -360,6 +404,20 @@ class ReturnService:
 
     def assess(self, request: CreateReturn, context: RequestContext) -> Assessment:
         """Policy rules (hard violations deny, soft ones send to review), then the scorer if any."""
+        assessment = self.policy_assessment(request, context)
+        if self.scorer is not None:
+            assessment = self.scorer.assess(self.session, request, context, assessment)
+        return assessment
+
+    def assess_many(self, items: Sequence[tuple[CreateReturn, RequestContext]]) -> list[Assessment]:
+        """`assess` for several requests: the policy for each, then the scorer for all of them at once."""
+        decided = [(request, context, self.policy_assessment(request, context)) for request, context in items]
+        if self.scorer is None:
+            return [assessment for _, _, assessment in decided]
+        return self.scorer.assess_many(self.session, decided)
+
+    def policy_assessment(self, request: CreateReturn, context: RequestContext) -> Assessment:
+        """The policy rules alone: hard violations deny, soft ones send to review."""
         policy, reasons = self.policy, []
         for position, (_line, _ordered, product) in enumerate(context.lines, start=1):
             if not (product.returnable and policy.is_returnable(product.category)):
@@ -423,10 +481,7 @@ class ReturnService:
         decision = (
             "deny" if any(r.severity == "deny" for r in reasons) else "review" if reasons else "approve"
         )
-        assessment = Assessment(decision, tuple(reasons))
-        if self.scorer is not None:
-            assessment = self.scorer.assess(self.session, request, context, assessment)
-        return assessment
+        return Assessment(decision, tuple(reasons))
 
     def create(self, request: CreateReturn, actor: str) -> Return:
         context = self.context(request)

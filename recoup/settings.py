@@ -57,6 +57,17 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How often the API checks for a new champion."
     )
     import_chunk_rows: int = Field(100_000, gt=0, description="Rows per chunk when importing files.")
+    score_max_batch: int = Field(
+        32,
+        ge=1,
+        description="Most scores an API process serves together (requests that arrived together; 1: one by one).",
+    )
+    score_batch_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=50,
+        description="While busy, how long a new batch of scores waits for more requests (throughput for latency).",
+    )
 
     @model_validator(mode="after")
     def _fill_defaults_and_refuse_dev_secrets(self) -> Settings:

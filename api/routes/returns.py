@@ -3,6 +3,7 @@ and the analyst's decision."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse
 
 from api.auth import needs
+from api.batching import Batcher
 from api.commands import actor, run_command
 from api.deps import Caller, IdempotencyKey, State
 from api.schemas import (
@@ -54,8 +56,7 @@ def _service(session: Session, state, scorer=None) -> ReturnService:
     return ReturnService(session, state.policy, chooser=state.chooser, now=state.clock, scorer=scorer)
 
 
-def _log(state, scorer, return_id: str | None, requested_at) -> None:
-    scored = scorer.last if scorer is not None else None
+def _log(state, scored, return_id: str | None, requested_at) -> None:
     if scored is None or state.serving_log is None:
         return
     state.serving_log.put(
@@ -94,7 +95,7 @@ def create_return(
         header = ReturnService(
             session, state.policy, chooser=state.chooser, now=state.clock, scorer=scorer
         ).create(create, actor(caller))
-        _log(state, scorer, header.return_id, header.requested_at)
+        _log(state, scorer.last, header.return_id, header.requested_at)
         return 201, return_view(session, header.return_id)
 
     return _command(request, state, caller, key, body, action)
@@ -128,26 +129,51 @@ def _create_request(body: ReturnCreate) -> CreateReturn:
 @router.post("/score", response_model=ScoreOut, responses=ERRORS, openapi_extra=needs("returns:read"))
 async def score_return(body: ReturnCreate, state: State) -> ScoreOut:
     """Score a prospective return without changing anything: decision, fraud score, reasons, per-line estimates."""
-    create = _create_request(body)
+    batcher = state.batchers.get("score")
+    if batcher is None:
+        batcher = state.batchers["score"] = Batcher(
+            lambda bodies: _score_many(state, bodies), state.score_max_batch, state.score_batch_wait
+        )
+    return await batcher.submit(body)
+
+
+def _score_many(state, bodies: Sequence[ReturnCreate]) -> list[ScoreOut | Exception]:
+    """Scores of the requests that arrived together (`api.batching`): one read-only transaction and one
+    round trip for all of them, one feature computation; an invalid request gets its own error."""
+    creates = [_create_request(body) for body in bodies]
     scorer = state.scorer()
     with unit_of_work(state.engine, write=False) as session:  # nothing it does is kept
         service = _service(session, state, scorer)
-        context = service.context(create)
-        assessment = service.assess(create, context)
-    scored = scorer.last
-    _log(state, scorer, None, context.now)
-    model_reasons = assessment.extra.get("model_reasons", []) if assessment.extra else []
-    return ScoreOut(
-        decision=assessment.decision,
-        score=assessment.score,
-        band=assessment.extra.get("band") if assessment.extra else None,
-        degraded=assessment.degraded,
-        model_version=assessment.model_version,
-        reasons=[ScoreReason(**r.as_dict()) for r in assessment.reasons],
-        model_reasons=[ModelReason(**r) for r in model_reasons],
-        lines=[LineEstimateOut(**line.__dict__) for line in (scored.lines if scored else [])],
-        latency_ms=scored.latency_ms if scored else 0.0,
-    )
+        contexts = service.contexts(creates, last_read=True)
+        valid = [
+            (create, context)
+            for create, context in zip(creates, contexts, strict=True)
+            if not isinstance(context, Exception)
+        ]
+        assessments = iter(service.assess_many(valid) if valid else [])
+    scored = iter(scorer.scored if valid else [])
+    out: list[ScoreOut | Exception] = []
+    for context in contexts:
+        if isinstance(context, Exception):
+            out.append(context)
+            continue
+        assessment, one = next(assessments), next(scored)
+        _log(state, one, None, context.now)
+        model_reasons = assessment.extra.get("model_reasons", []) if assessment.extra else []
+        out.append(
+            ScoreOut(
+                decision=assessment.decision,
+                score=assessment.score,
+                band=assessment.extra.get("band") if assessment.extra else None,
+                degraded=assessment.degraded,
+                model_version=assessment.model_version,
+                reasons=[ScoreReason(**r.as_dict()) for r in assessment.reasons],
+                model_reasons=[ModelReason(**r) for r in model_reasons],
+                lines=[LineEstimateOut(**line.__dict__) for line in one.lines],
+                latency_ms=one.latency_ms,
+            )
+        )
+    return out
 
 
 @router.get("/{return_id}", response_model=ReturnOut, responses=ERRORS, openapi_extra=needs("returns:read"))

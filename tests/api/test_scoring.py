@@ -222,3 +222,40 @@ def test_serving_log_and_skew(scoring_api, trained: dict) -> None:
     assert skew["compared"].max() >= 5
     assert skew["mismatched"].sum() == 0, skew[skew["mismatched"] > 0]
     assert np.all(skew["max_abs_difference"] < 1e-6)
+
+
+def test_concurrent_scores_are_batched_with_the_same_answers(scoring_api, trained: dict, live_server) -> None:
+    """Scores arriving together are served in one batch (one transaction, one feature computation);
+    each answer is the one it gets alone, and an invalid request fails alone."""
+    client, state = scoring_api
+    bodies = [_body(trained, 40 + index) for index in range(8)]
+    bodies.append(bodies[0])  # the same customer twice in one batch
+    invalid = {**_body(trained, 48), "order_id": "NO-SUCH-ORDER"}
+    alone = [client.post("/v1/returns/score", json=body).json() for body in bodies]
+    assert client.post("/v1/returns/score", json=invalid).status_code == 422
+    state.score_batch_wait = 0.3  # while busy, a batch waits 0.3 s for company: all of these join it
+    state.batchers.clear()
+    client.post("/v1/returns/score", json=bodies[0])  # the server is busy from now on
+    answers: dict[int, httpx.Response] = {}
+    gate = threading.Barrier(len(bodies) + 1)
+
+    def send(index: int, body: dict) -> None:
+        with httpx.Client(base_url=live_server.url, timeout=30, headers=client.headers) as own:
+            gate.wait()
+            answers[index] = own.post("/v1/returns/score", json=body)
+
+    threads = [threading.Thread(target=send, args=item) for item in enumerate([*bodies, invalid])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher = state.batchers["score"]
+    assert batcher.largest >= 3, (batcher.batches, batcher.items, batcher.largest)
+    assert answers[len(bodies)].status_code == 422 and "NO-SUCH-ORDER" in answers[len(bodies)].text
+    for index, expected in enumerate(alone):
+        got = answers[index]
+        assert got.status_code == 200, got.text
+        got = got.json()
+        assert got["score"] == pytest.approx(expected["score"], abs=1e-12), index
+        for field in ("decision", "band", "model_version", "degraded", "reasons", "model_reasons", "lines"):
+            assert got[field] == expected[field], (index, field)

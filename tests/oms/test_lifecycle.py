@@ -432,3 +432,26 @@ def test_refunds_over_partial_returns_never_exceed_what_was_paid(
     shipping = session.execute(select(func.sum(Refund.shipping_amount))).scalar_one()
     assert total == Decimal("30.00") + shipping
     assert shipping <= Decimal("4.95")
+
+
+def test_contexts_read_many_requests_at_once_and_keep_each_error_in_its_place(service: ReturnService) -> None:
+    """The batched read (the scoring API's) gives each request the context it gets alone; an invalid
+    request gets its own error and the others are unaffected."""
+    requests = [
+        _web_return(),
+        _web_return(order_id="NOPE"),
+        _web_return(channel="carrier_pigeon"),
+        _web_return(lines=(LineRequest(order_line_no=1, quantity=1, reason="doesnt_fit"),)),
+        _web_return(),
+    ]
+    batched = service.contexts(requests)
+    assert len(batched) == len(requests)
+    for request, found in zip(requests, batched, strict=True):
+        try:
+            alone = service.context(request)
+        except InvalidRequestError as exc:
+            assert isinstance(found, InvalidRequestError) and str(found) == str(exc)
+            continue
+        assert isinstance(found, type(alone)) and found == alone
+    assert "order 'NOPE' does not exist" in str(batched[1]) and "channel" in str(batched[2])
+    assert service.contexts([]) == []

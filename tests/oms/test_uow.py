@@ -84,3 +84,37 @@ def test_a_reading_unit_sees_one_snapshot_and_leaves_the_connection_as_it_was(en
         if engine.dialect.name == "postgresql":
             assert session.execute(text("SHOW transaction_isolation")).scalar_one() == "read committed"
     assert _keys(engine) == before + 2
+
+
+def test_a_last_read_ends_the_reading_unit_in_the_same_round_trip(engine: Engine) -> None:
+    """`Driver.run(..., end_transaction=True)`: the statements run inside the unit's READ ONLY
+    REPEATABLE READ transaction, the COMMIT goes in the same pipeline, and the unit then ends cleanly
+    with nothing left open; the pooled connection writes afterwards as before."""
+    from sqlalchemy import text
+
+    from oms.driver import Driver
+
+    with unit_of_work(engine, write=False) as session:
+        db = Driver(session.connection())
+        if db.postgres:
+            statements = [
+                (
+                    "SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only')",
+                    {},
+                ),
+                ("SELECT COUNT(*) FROM api_keys", {}),
+            ]
+        else:
+            statements = [("SELECT 'n/a', 'n/a'", {}), ("SELECT COUNT(*) FROM api_keys", {})]
+        (settings_row,), (count_row,) = db.run(statements, end_transaction=True)
+        if db.postgres:
+            from psycopg.pq import TransactionStatus
+
+            assert settings_row == ("repeatable read", "on")
+            assert db.raw.info.transaction_status == TransactionStatus.IDLE  # committed in the pipeline
+        assert count_row == (_keys(engine),)
+    with unit_of_work(engine) as session:
+        create_key(session, "after", ["admin"])
+        if engine.dialect.name == "postgresql":
+            assert session.execute(text("SHOW transaction_read_only")).scalar_one() == "off"
+    assert _keys(engine) == count_row[0] + 1
