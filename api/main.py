@@ -7,6 +7,7 @@ Settings are read when the app starts (lifespan), never at import; tests build t
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -102,6 +103,34 @@ def create_app(state: AppState | None = None) -> FastAPI:
     async def ping() -> dict[str, bool]:
         """An authenticated no-op: the HTTP and auth floor under every other endpoint."""
         return {"ok": True}
+
+    @app.get("/v1/status", tags=["health"], openapi_extra={"x-required-scope": "returns:read"})
+    async def status() -> dict:
+        """This API process: the champion versions it serves, how its scores were batched (see
+        `score_max_batch`), and its serving log's backlog and drops. Each process answers for itself."""
+        state = app.state.recoup
+        champions = state.models.current if state.models is not None else None
+        batcher = state.batchers.get("score")
+        log_writer = state.serving_log
+        return {
+            "pid": os.getpid(),
+            "models": {
+                "fraud": champions.fraud.version if champions and champions.fraud else None,
+                "recovery": champions.recovery.version if champions and champions.recovery else None,
+                "load_error": champions.error if champions else None,
+            },
+            "scoring": {
+                "scores": batcher.items if batcher else 0,
+                "batches": batcher.batches if batcher else 0,
+                "largest_batch": batcher.largest if batcher else 0,
+                "max_batch": state.score_max_batch,
+                "batch_wait_ms": state.score_batch_wait * 1000,
+            },
+            "serving_log": {
+                "queued": len(log_writer.queue) if log_writer else 0,
+                "dropped": log_writer.dropped if log_writer else 0,
+            },
+        }
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -30,6 +30,7 @@ REASON_SHARES = {
 
 Arrays = dict[str, np.ndarray]
 SMALL_BATCH = 5_000  # below this many rows, some kernels take a plain-Python path
+FEW_QUERIES = 64  # up to this many queries (a batch of online requests), window sums are per key
 
 
 # --- inputs -----------------------------------------------------------------------------------------
@@ -99,7 +100,7 @@ class EventIndex:
     """Events sorted by (key, time) once; then any number of window lookups for a set of queries."""
 
     def __init__(self, event_keys: np.ndarray, event_times: np.ndarray, query_keys: np.ndarray) -> None:
-        self._sums: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._sums: dict[object, tuple[np.ndarray, np.ndarray]] = {}
         keys = np.asarray(event_keys, dtype=object)
         queries = np.asarray(query_keys, dtype=object)
         self.single = len(queries) == 1
@@ -149,6 +150,19 @@ class EventIndex:
             else _search_in_blocks(self.sorted_time, self.start, self.end, query_times - days * DAY_US)
         )
         return Window(self.order, np.where(self.valid, lo, 0), np.where(self.valid, hi, 0), self.valid, self)
+
+    def block_sum(self, values: np.ndarray, start: int, end: int) -> tuple[np.ndarray, int]:
+        """0 then the cumulative sums of `values` over one key's block [start, end) of the index's order
+        (as `running_sum` computes them for an index of that key alone), and `start`."""
+        key = (id(values), start)
+        held = self._sums.get(key)
+        if held is None or held[0] is not values:
+            ordered = np.asarray(values, dtype=float)[self.order[start:end]]
+            cumulative = np.empty(len(ordered) + 1)
+            cumulative[0] = 0.0
+            np.cumsum(ordered, out=cumulative[1:])
+            held = self._sums[key] = (values, cumulative)
+        return held[1], start
 
     def running_sum(self, values: np.ndarray) -> np.ndarray:
         """0 then the cumulative sums of `values` in the index's order: computed once per values array
@@ -200,7 +214,17 @@ def count(w: Window) -> np.ndarray:
 
 
 def total(w: Window, values: np.ndarray) -> np.ndarray:
-    cumulative = w.index.running_sum(values)
+    index = w.index
+    if not index.single and len(w.hi) <= FEW_QUERIES:
+        # a batch of online requests: each query's sums start at its own key's first event, exactly as
+        # when the request is scored alone (a running sum over every key's events would carry the
+        # rounding of the others' amounts, and an answer would depend on its batch-mates)
+        out = np.full(len(w.hi), np.nan)
+        for i in np.flatnonzero(w.valid):
+            cumulative, start = index.block_sum(values, int(index.start[i]), int(index.end[i]))
+            out[i] = cumulative[w.hi[i] - start] - cumulative[w.lo[i] - start]
+        return out
+    cumulative = index.running_sum(values)
     return np.where(w.valid, cumulative[w.hi] - cumulative[w.lo], np.nan)
 
 

@@ -251,6 +251,10 @@ def test_concurrent_scores_are_batched_with_the_same_answers(scoring_api, traine
         thread.join()
     batcher = state.batchers["score"]
     assert batcher.largest >= 3, (batcher.batches, batcher.items, batcher.largest)
+    status = client.get("/v1/status").json()
+    assert status["models"] == {"fraud": "1", "recovery": "1", "load_error": None}
+    assert status["scoring"]["largest_batch"] == batcher.largest
+    assert status["scoring"]["scores"] == batcher.items == len(bodies) + 2  # and the one that woke it
     assert answers[len(bodies)].status_code == 422 and "NO-SUCH-ORDER" in answers[len(bodies)].text
     for index, expected in enumerate(alone):
         got = answers[index]
