@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -14,6 +15,12 @@ from oms.tables import ServingLog
 
 log = logging.getLogger("recoup.serving_log")
 
+# formatting a row holds the interpreter for ~30 us (its features as JSON); a flush of hundreds of rows
+# would hold it for milliseconds while scores wait on the event loop, so the writer steps aside briefly
+# every PAUSE_EVERY rows (a voluntary pause: a thread waiting for the interpreter takes it at once,
+# instead of after the 5 ms switch interval). Measured at 300 scores/s: p99 10.1-10.7 -> 8.2-9.4 ms.
+PAUSE_EVERY = 25
+PAUSE_SECONDS = 0.0002
 # what a served score writes: every column but the generated key
 COLUMNS = tuple(c.name for c in ServingLog.__table__.columns if c.name != "serving_id")
 
@@ -71,8 +78,10 @@ class ServingLogWriter:
                 raw.cursor() as cursor,
                 cursor.copy(f"COPY serving_log ({', '.join(COLUMNS)}) FROM STDIN") as copy,
             ):
-                for row in rows:
+                for number, row in enumerate(rows, start=1):
                     copy.write_row([json.dumps(row[c]) if c == "features" else row[c] for c in COLUMNS])
+                    if number % PAUSE_EVERY == 0:
+                        time.sleep(PAUSE_SECONDS)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
