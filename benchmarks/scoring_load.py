@@ -6,7 +6,8 @@ Starts the API (`python -m api.serve`, --processes N sharing the port; default 2
 champion model trained on the history, then:
 1. the floor: the authenticated no-op GET /v1/ping, maximum throughput with keep-alive clients (closed
    loops with each of --max-clients, default 8 and 32);
-2. POST /v1/returns/score at a fixed rate (open loop, default 300 req/s): p50/p95/p99 latency, errors;
+2. POST /v1/returns/score at a fixed rate (open loop, default 300 req/s): p50/p95/p99 latency, errors,
+   after the floor's latency at the same rate (the no-op, paced the same way);
 3. POST /v1/returns/score maximum throughput (closed loops with the same client counts), the best as a
    share of the best floor; the API serves scores that arrive together in one batch (`api.batching`),
    and each phase prints how many scores a batch held on average (from GET /v1/status);
@@ -160,7 +161,14 @@ def closed_loop(
 
 
 def open_loop(
-    port: int, key: str, bodies: list[bytes], rate: float, seconds: float, clients: int = 8
+    port: int,
+    key: str,
+    bodies: list[bytes] | None,
+    rate: float,
+    seconds: float,
+    clients: int = 8,
+    method: str = "POST",
+    path: str = "/v1/returns/score",
 ) -> dict:
     """Requests sent on a fixed schedule (latency measured from the scheduled time: no coordinated omission)."""
     latencies: list[float] = []
@@ -176,7 +184,7 @@ def open_loop(
             wait = scheduled - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
-            status = client.call("POST", "/v1/returns/score", bodies[n % len(bodies)])
+            status = client.call(method, path, bodies[n % len(bodies)] if bodies else None)
             mine.append(time.perf_counter() - scheduled)
             if status != 200:
                 errors[0] += 1
@@ -349,6 +357,12 @@ def main() -> None:
                 show(f"floor: GET /v1/ping (max, {clients} clients)", floor)
                 print(floor_cpu)
                 floors.append(floor)
+            # the latency floor at the same rate: what this machine and this load generator add to any
+            # request's latency, the context of the score's p99
+            paced = open_loop(
+                port, key, None, args.rate, min(args.seconds, 15), args.clients, "GET", "/v1/ping"
+            )
+            show(f"floor at {args.rate:.0f} req/s (GET /v1/ping)", paced)
             before = batching(port, key, args.processes)
             fixed, fixed_cpu = with_cpu(
                 server.pid, lambda: open_loop(port, key, bodies, args.rate, args.seconds, args.clients)
