@@ -29,7 +29,7 @@ _LIST = re.compile(r"\{([a-z_]+):(\d+)\}")  # {name:count}: an expanded IN-list 
 # float. PostgreSQL converts in the query (an int8 or float8 loads far cheaper than a datetime or a
 # Decimal); SQLite hands the stored value over as it is, and the caller converts it.
 _EPOCH_US = re.compile(r"EPOCH_US\(([^()]+)\)")
-_FLOAT8 = re.compile(r"FLOAT8\(([^()]+)\)")
+_FLOAT8 = re.compile(r"FLOAT8\(((?:[^()]|\([^()]*\))+)\)")  # one level of nesting: FLOAT8(SUM(x))
 
 
 @functools.lru_cache(maxsize=512)

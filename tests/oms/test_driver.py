@@ -26,6 +26,13 @@ def test_conversions_translate_per_backend() -> None:
     assert "%(id)s" in postgres and "%(ids)s" in postgres and "::float8" in postgres
     sqlite = _translate(text, False)
     assert sqlite.startswith("SELECT o.placed_at, p.amount FROM o WHERE id = :id")
+    summed = "SELECT FLOAT8(SUM(l.quantity * l.unit_price - l.discount)), FLOAT8(l.discount) FROM l"
+    assert _translate(summed, True) == (
+        "SELECT (SUM(l.quantity * l.unit_price - l.discount))::float8, (l.discount)::float8 FROM l"
+    )
+    assert (
+        _translate(summed, False) == "SELECT SUM(l.quantity * l.unit_price - l.discount), l.discount FROM l"
+    )
 
 
 # each example clears the two tables first, so one engine serves them all
