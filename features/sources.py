@@ -3,7 +3,9 @@ builders that turn them into requests and events.
 
 Offline, every raw row set is read in full (`load_offline`); online, the same columns are read for one
 request only, with `WHERE` clauses on the indexed keys (customer, order, card, device, postcode, store,
-employee). The builders below run on both and hand numpy arrays to `features.engine`.
+employee). The builders below run on both and hand numpy arrays to `features.engine`; only a customer's
+orders come online already summed per order (`features.online.CUSTOMER_ORDERS`, the sums `order_events`
+makes offline).
 """
 
 from __future__ import annotations
