@@ -175,6 +175,14 @@ class ModelScorer:
         retried request by request, so that one bad request degrades only its own answer."""
         started = time.perf_counter()
         champions = self.holder.current  # one model for the whole batch, even if the alias moves now
+        self.scored = self._scored(session, champions, items)
+        latency_ms = (time.perf_counter() - started) * 1000
+        for one in self.scored:
+            one.latency_ms = latency_ms
+        self.last = self.scored[-1]
+        return [one.assessment for one in self.scored]
+
+    def _scored(self, session: Session, champions: Champions, items) -> list[Scored]:
         try:
             if champions.fraud is None:
                 raise LookupError("no champion fraud model")
@@ -182,24 +190,12 @@ class ModelScorer:
             values = feature_engine.compute(*online_features.merge(inputs))
         except Exception as exc:
             if len(items) > 1:
-                scored = []
-                for item in items:
-                    self.assess_many(session, [item])
-                    scored += self.scored
-                self.scored = scored
-                self.last = scored[-1]
-                return [one.assessment for one in scored]
-            self.scored = [self._degraded(session, champions, *items[0], exc)]
-        else:
-            self.scored = [
-                self._score(session, champions, item, inputs[index][0], values, index)
-                for index, item in enumerate(items)
-            ]
-        latency_ms = (time.perf_counter() - started) * 1000
-        for one in self.scored:
-            one.latency_ms = latency_ms
-        self.last = self.scored[-1]
-        return [one.assessment for one in self.scored]
+                return [one for item in items for one in self._scored(session, champions, [item])]
+            return [self._degraded(session, champions, *items[0], exc)]
+        return [
+            self._score(session, champions, item, inputs[index][0], values, index)
+            for index, item in enumerate(items)
+        ]
 
     def _inputs(self, session: Session, request: CreateReturn, context: RequestContext):
         online = _online_request(request, context.now)

@@ -263,3 +263,30 @@ def test_concurrent_scores_are_batched_with_the_same_answers(scoring_api, traine
         assert got["score"] == pytest.approx(expected["score"], abs=1e-12), index
         for field in ("decision", "band", "model_version", "degraded", "reasons", "model_reasons", "lines"):
             assert got[field] == expected[field], (index, field)
+
+
+def test_a_request_that_breaks_the_batch_degrades_alone(trained: dict) -> None:
+    """If one request's inputs cannot be computed, the batch is scored again request by request: that one
+    gets the policy decision flagged degraded, the others the scores they get alone."""
+    from api.routes.returns import _create_request
+    from api.schemas import ReturnCreate
+    from api.scoring import ModelScorer
+    from oms.lifecycle import ReturnService
+
+    holder = ModelHolder(lambda: (trained["fraud"], trained["recovery"]), interval=3600)
+    holder.refresh()
+    policy = load_policy(DEFAULT_POLICY_PATH)
+    creates = [_create_request(ReturnCreate(**_body(trained, 60 + index))) for index in range(3)]
+    with unit_of_work(trained["engine"], write=False) as session:
+        scorer = ModelScorer(holder, policy)
+        service = ReturnService(session, policy, now=lambda: NOW, scorer=scorer)
+        contexts = service.contexts(creates)
+        alone = [
+            service.assess(create, context).score for create, context in zip(creates, contexts, strict=True)
+        ]
+        contexts[1].scorer_rows = contexts[1].scorer_rows[:2]  # its feature reads came back short
+        together = service.assess_many(list(zip(creates, contexts, strict=True)))
+    assert [a.degraded for a in together] == [False, True, False]
+    assert together[0].score == alone[0] and together[2].score == alone[2]
+    assert together[1].score is None and together[1].decision in ("approve", "review", "deny")
+    assert [len(one.lines) for one in scorer.scored] == [1, 0, 1]
