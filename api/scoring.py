@@ -153,8 +153,12 @@ class ModelScorer:
     def __init__(self, holder: ModelHolder, policy: Policy) -> None:
         self.holder = holder
         self.policy = policy
-        self.last: Scored | None = None  # what the last assessment computed (per service instance)
         self.scored: list[Scored] = []  # what each assessment of the last `assess_many` computed
+
+    @property
+    def last(self) -> Scored | None:
+        """What the last assessment computed (per service instance)."""
+        return self.scored[-1] if self.scored else None
 
     def reads(self, db: Driver, request: CreateReturn, now: dt.datetime) -> list[Statement]:
         """The online features' reads, batched with the return's context (one round trip)."""
@@ -179,7 +183,6 @@ class ModelScorer:
         latency_ms = (time.perf_counter() - started) * 1000
         for one in self.scored:
             one.latency_ms = latency_ms
-        self.last = self.scored[-1]
         return [one.assessment for one in self.scored]
 
     def _scored(self, session: Session, champions: Champions, items) -> list[Scored]:

@@ -151,9 +151,9 @@ class EventIndex:
         )
         return Window(self.order, np.where(self.valid, lo, 0), np.where(self.valid, hi, 0), self.valid, self)
 
-    def block_sum(self, values: np.ndarray, start: int, end: int) -> tuple[np.ndarray, int]:
+    def block_sum(self, values: np.ndarray, start: int, end: int) -> np.ndarray:
         """0 then the cumulative sums of `values` over one key's block [start, end) of the index's order
-        (as `running_sum` computes them for an index of that key alone), and `start`."""
+        (as `running_sum` computes them for an index of that key alone)."""
         key = (id(values), start)
         held = self._sums.get(key)
         if held is None or held[0] is not values:
@@ -162,7 +162,7 @@ class EventIndex:
             cumulative[0] = 0.0
             np.cumsum(ordered, out=cumulative[1:])
             held = self._sums[key] = (values, cumulative)
-        return held[1], start
+        return held[1]
 
     def running_sum(self, values: np.ndarray) -> np.ndarray:
         """0 then the cumulative sums of `values` in the index's order: computed once per values array
@@ -221,7 +221,8 @@ def total(w: Window, values: np.ndarray) -> np.ndarray:
         # rounding of the others' amounts, and an answer would depend on its batch-mates)
         out = np.full(len(w.hi), np.nan)
         for i in np.flatnonzero(w.valid):
-            cumulative, start = index.block_sum(values, int(index.start[i]), int(index.end[i]))
+            start = int(index.start[i])
+            cumulative = index.block_sum(values, start, int(index.end[i]))
             out[i] = cumulative[w.hi[i] - start] - cumulative[w.lo[i] - start]
         return out
     cumulative = index.running_sum(values)

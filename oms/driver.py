@@ -83,11 +83,11 @@ class Driver:
         cursors = [self.raw.cursor() for _ in range(len(statements) + end_transaction)]
         try:
             with self.raw.pipeline():
-                for cursor, (text, params) in zip(cursors, statements, strict=False):
+                for cursor, (text, params) in zip(cursors, statements, strict=False):  # COMMIT's is last
                     cursor.execute(self.sql(text), params)
                 if end_transaction:
                     cursors[-1].execute("COMMIT")
-            return [cursor.fetchall() for cursor in cursors[: len(statements)]]
+            return [cursor.fetchall() for cursor, _ in zip(cursors, statements, strict=False)]
         finally:
             for cursor in cursors:
                 cursor.close()

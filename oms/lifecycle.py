@@ -260,7 +260,8 @@ class ReturnService:
         db = Driver(self.session.connection())
         out: list[RequestContext | InvalidRequestError | None] = [None] * len(requests)
         statements: list[Statement] = []
-        read: list[tuple[int, dt.datetime, int, int]] = []  # position, now, where its reads start, scorer's
+        # per request read: its position, its time, and where its own reads and its scorer's start and end
+        read: list[tuple[int, dt.datetime, int, int, int]] = []
         for position, request in enumerate(requests):
             now = self._now(request.requested_at)
             try:
@@ -283,12 +284,12 @@ class ReturnService:
                 receiptless_since=now - dt.timedelta(days=self.policy.receiptless.per_customer_days),
                 lowest_since=now - dt.timedelta(days=self.policy.receiptless.lowest_price_days),
             )
-            read.append((position, now, start, len(statements)))
+            middle = len(statements)
             if self.scorer is not None:
                 statements += self.scorer.reads(db, request, now)
+            read.append((position, now, start, middle, len(statements)))
         results = db.run(statements, end_transaction=last_read) if statements else []
-        ends = [start for _, _, start, _ in read[1:]] + [len(statements)] * bool(read)
-        for (position, now, start, middle), end in zip(read, ends, strict=True):
+        for position, now, start, middle, end in read:
             try:
                 context = self._validate(requests[position], now, context_reads.rows(results[start:middle]))
             except InvalidRequestError as exc:

@@ -25,7 +25,18 @@ class Recorder:
 
 
 def run(coroutine):
-    return asyncio.run(coroutine)
+    """On a fresh event loop; a batch that never answers fails the test instead of hanging it."""
+    return asyncio.run(asyncio.wait_for(coroutine, timeout=10))
+
+
+def together(work, items, **settings) -> list:
+    """What each of `items`, submitted on the same turn of the loop, got back (result or exception)."""
+
+    async def main():
+        batcher = Batcher(work, **settings)
+        return await asyncio.gather(*(batcher.submit(item) for item in items), return_exceptions=True)
+
+    return run(main())
 
 
 def test_items_submitted_together_are_served_in_one_batch_in_order() -> None:
@@ -45,23 +56,13 @@ def test_items_submitted_together_are_served_in_one_batch_in_order() -> None:
 
 def test_max_batch_splits_and_every_item_is_served() -> None:
     work = Recorder()
-
-    async def main():
-        batcher = Batcher(work, max_batch=4)
-        return await asyncio.gather(*(batcher.submit(n) for n in range(10)))
-
-    assert run(main()) == [n * 2 for n in range(10)]
+    assert together(work, range(10), max_batch=4) == [n * 2 for n in range(10)]
     assert [len(batch) for batch in work.batches] == [4, 4, 2]
 
 
 def test_an_items_own_error_reaches_only_its_caller() -> None:
     work = Recorder()
-
-    async def main():
-        batcher = Batcher(work)
-        return await asyncio.gather(*(batcher.submit(n) for n in (12, 13, 14)), return_exceptions=True)
-
-    results = run(main())
+    results = together(work, (12, 13, 14))
     assert results[0] == 24 and results[2] == 28
     assert isinstance(results[1], ValueError) and str(results[1]) == "13 refused"
     assert work.batches == [[12, 13, 14]]
@@ -69,23 +70,15 @@ def test_an_items_own_error_reaches_only_its_caller() -> None:
 
 def test_a_batch_that_breaks_is_served_again_item_by_item() -> None:
     work = Recorder()
-
-    async def main():
-        batcher = Batcher(work)
-        return await asyncio.gather(*(batcher.submit(n) for n in (1, 99, 2)), return_exceptions=True)
-
-    results = run(main())
+    results = together(work, (1, 99, 2))
     assert results[0] == 2 and results[2] == 4
     assert isinstance(results[1], RuntimeError) and "broke" in str(results[1])
     assert work.batches == [[1, 99, 2], [1], [99], [2]]
 
 
 def test_a_result_count_mismatch_is_an_error_not_a_silent_misalignment() -> None:
-    async def main():
-        batcher = Batcher(lambda items: [0])  # one result whatever the batch
-        return await asyncio.gather(*(batcher.submit(n) for n in range(3)))
-
-    assert run(main()) == [0, 0, 0]  # each retried alone, where one result is right
+    # one result whatever the batch: each item is retried alone, where one result is right
+    assert together(lambda items: [0], range(3)) == [0, 0, 0]
 
 
 def test_a_cancelled_caller_is_skipped() -> None:
