@@ -259,9 +259,8 @@ class ReturnService:
         round trip (the snapshot is the same; a later read would begin a new transaction)."""
         db = Driver(self.session.connection())
         out: list[RequestContext | InvalidRequestError | None] = [None] * len(requests)
-        statements: list[Statement] = []
-        # per request read: its position, its time, and where its own reads and its scorer's start and end
-        read: list[tuple[int, dt.datetime, int, int, int]] = []
+        batches: list[list[Statement]] = []  # per request read: its reads, then its scorer's
+        read: list[tuple[int, dt.datetime, int]] = []  # per request read: position, time, own reads
         for position, request in enumerate(requests):
             now = self._now(request.requested_at)
             try:
@@ -269,8 +268,7 @@ class ReturnService:
             except InvalidRequestError as exc:
                 out[position] = exc
                 continue
-            start = len(statements)
-            statements += context_reads.statements(
+            statements = context_reads.statements(
                 db,
                 order_id=request.order_id,
                 customer_id=request.customer_id,
@@ -284,18 +282,20 @@ class ReturnService:
                 receiptless_since=now - dt.timedelta(days=self.policy.receiptless.per_customer_days),
                 lowest_since=now - dt.timedelta(days=self.policy.receiptless.lowest_price_days),
             )
-            middle = len(statements)
+            own = len(statements)
             if self.scorer is not None:
                 statements += self.scorer.reads(db, request, now)
-            read.append((position, now, start, middle, len(statements)))
-        results = db.run(statements, end_transaction=last_read) if statements else []
-        for position, now, start, middle, end in read:
+            batches.append(statements)
+            read.append((position, now, own))
+        # one round trip for all; a kind of read that several requests make runs once for all of them
+        results = db.run_each(batches, end_transaction=last_read) if batches else []
+        for (position, now, own), rows in zip(read, results, strict=True):
             try:
-                context = self._validate(requests[position], now, context_reads.rows(results[start:middle]))
+                context = self._validate(requests[position], now, context_reads.rows(rows[:own]))
             except InvalidRequestError as exc:
                 out[position] = exc
                 continue
-            context.scorer_rows = results[middle:end] if self.scorer is not None else None
+            context.scorer_rows = rows[own:] if self.scorer is not None else None
             out[position] = context
         return out  # type: ignore[return-value]  # every position is filled
 

@@ -13,7 +13,8 @@ from sqlalchemy import Engine, insert
 from features.catalogue import FRAUD_FEATURES_V1
 from features.engine import compute
 from features.offline import fraud_features, recompute_before, write_product_snapshots
-from features.online import gather, merge, online_features, stored_request
+from features.online import assemble, merge, online_features, reads, stored_request
+from oms.driver import Driver
 from oms.frames import load_frame
 from oms.importer import import_directory
 from oms.tables import FraudReview, Order, OrderLine, Payment, Return, ReturnLine
@@ -61,31 +62,43 @@ def test_online_equals_offline_for_every_feature(loaded: Engine) -> None:
     assert (offline.loc[sample, "cust_linked_accounts"] > 0).sum() >= 30
     assert (offline.loc[sample, "cust_linked_fraud"] > 0).sum() >= 1
     mismatches: dict[str, list] = {}
-    inputs, alone = {}, {}
+    requests, rows_alone, alone = {}, {}, {}
     with loaded.connect() as connection:
+        db = Driver(connection)
         for return_id in sample:
-            row = returns.loc[return_id]
-            online = online_features(connection, stored_request(row, by_return[return_id]))
+            request = requests[return_id] = stored_request(returns.loc[return_id], by_return[return_id])
+            online = online_features(connection, request)
             for feature in FRAUD_FEATURES_V1:
                 a, b = offline.at[return_id, feature.name], online[feature.name]
                 if not _same(a, b, feature.is_count):
                     mismatches.setdefault(feature.name, []).append((return_id, a, b))
-            inputs[return_id] = gather(connection, stored_request(row, by_return[return_id]))
+            rows_alone[return_id] = db.run(reads(db, request))
             alone[return_id] = online
-    assert mismatches == {}
-    # the same requests scored together (as the API batches them): merged inputs, one computation, the
-    # very same values as alone (an answer must not depend on its batch-mates, not even in the last
-    # bit); each group ends with its first request again (the same customer, cards and devices twice
-    # in one batch must not count each other's history) and mixes linked accounts in
-    ids = list(sample)
-    for start in range(0, len(ids), 37):
-        group = ids[start : start + 37] + ids[start : start + 1]
-        values = compute(*merge([inputs[return_id] for return_id in group]))
-        for position, return_id in enumerate(group):
-            for feature in FRAUD_FEATURES_V1:
-                a, b = alone[return_id][feature.name], float(values[feature.name][position])
-                if not (a == b or (np.isnan(a) and np.isnan(b))):
-                    mismatches.setdefault(feature.name, []).append(("batched", return_id, a, b))
+        assert mismatches == {}
+        # the same requests scored together (as the API batches them): read together (on PostgreSQL
+        # one statement per kind of read for the whole group: every request must get exactly its own
+        # rows, in the same order), merged inputs, one computation, the very same values as alone (an
+        # answer must not depend on its batch-mates, not even in the last bit); each group ends with its
+        # first request again (the same customer, cards and devices twice in one batch must not count
+        # each other's history) and mixes linked accounts in
+        ids = list(sample)
+        for start in range(0, len(ids), 37):
+            group = ids[start : start + 37] + ids[start : start + 1]
+            together = db.run_each([reads(db, requests[return_id]) for return_id in group])
+            assert together == [rows_alone[return_id] for return_id in group]
+            values = compute(
+                *merge(
+                    [
+                        assemble(db, requests[return_id], rows)
+                        for return_id, rows in zip(group, together, strict=True)
+                    ]
+                )
+            )
+            for position, return_id in enumerate(group):
+                for feature in FRAUD_FEATURES_V1:
+                    a, b = alone[return_id][feature.name], float(values[feature.name][position])
+                    if not (a == b or (np.isnan(a) and np.isnan(b))):
+                        mismatches.setdefault(feature.name, []).append(("batched", return_id, a, b))
     assert mismatches == {}
     # and the features are not trivially constant
     varying = [f.name for f in FRAUD_FEATURES_V1 if offline.loc[sample, f.name].nunique(dropna=True) > 1]

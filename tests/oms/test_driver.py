@@ -73,3 +73,71 @@ def test_times_and_amounts_read_exactly(engine: Engine, micros: int, cents: int)
 def test_an_unknown_parameter_is_an_error(engine: Engine) -> None:
     with engine.connect() as connection, pytest.raises(Exception, match="order_id"):
         Driver(connection).run([("SELECT 1 FROM orders WHERE order_id = :order_id", {})])
+
+
+def test_run_each_gives_each_request_its_own_rows_in_order(engine: Engine) -> None:
+    """Several requests' reads at once: each request gets exactly the rows it gets alone, in the same
+    order, whatever its parameters (scalars, some or all NULL, IN-lists); on PostgreSQL a read that
+    several requests make is sent once for all of them."""
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with engine.begin() as connection:
+        connection.execute(delete(Payment))
+        connection.execute(delete(Order))
+        connection.execute(
+            insert(Order),
+            [
+                {"order_id": f"O{i}", "channel": "web", "placed_at": base + dt.timedelta(days=i)}
+                for i in range(1, 6)
+            ],
+        )
+        connection.execute(
+            insert(Payment),
+            [
+                {
+                    "payment_id": f"P{i}-{k}",
+                    "order_id": f"O{i}",
+                    "method": "card" if k % 2 else "gift_card",
+                    "amount": Decimal(10 * i + k),
+                }
+                for i in range(1, 6)
+                for k in range(i)  # O1 has one payment, O5 five
+            ],
+        )
+    payments = (
+        "SELECT p.payment_id, FLOAT8(p.amount) FROM payments p JOIN orders o ON o.order_id = p.order_id "
+        "WHERE p.order_id = :order_id AND o.placed_at < :before ORDER BY p.amount DESC"
+    )
+    listed = "SELECT order_id FROM orders WHERE order_id = ANY(:ids) ORDER BY placed_at DESC"
+    maybe = "SELECT COUNT(*) FROM orders WHERE channel = COALESCE(:channel, 'web') AND order_id <> :order_id"
+
+    def reads(order_id: str | None, ids: list[str], channel: str | None) -> list:
+        statements = [
+            (payments, {"order_id": order_id, "before": base + dt.timedelta(days=4)}),
+            (maybe, {"channel": channel, "order_id": order_id}),
+        ]
+        if engine.dialect.name == "postgresql":  # IN-lists are arrays there
+            statements.insert(1, (listed, {"ids": ids}))
+        return statements
+
+    requests = [
+        reads("O5", ["O1", "O2"], None),  # O5 is too late for `before`: no rows
+        reads("O3", [], None),
+        reads(None, ["O4", "NOPE", "O3", "O1"], None),  # NULL order: no rows
+        reads("O2", ["O2"], None),  # `channel` NULL for every request: an untyped NULL as alone
+        reads("O3", ["O5"], None),  # the same request twice in one batch
+    ]
+    with engine.connect() as connection:
+        db = Driver(connection)
+        alone = [db.run(statements) for statements in requests]
+        db.sent = 0
+        together = db.run_each(requests)
+        assert together == alone
+        assert [len(rows) for rows in alone[1][0:1] + alone[4][0:1]] == [3, 3]  # several rows, ordered
+        assert db.sent == (3 if db.postgres else 10)
+        # some channels given: the parameter is typed from its values, and the answers still match
+        mixed = [reads("O1", ["O1"], "web"), reads("O2", ["O2"], None), reads("O3", [], "store")]
+        assert db.run_each(mixed) == [db.run(statements) for statements in mixed]
+        # requests whose parameters cannot travel together are still answered, one by one
+        odd = [reads("O1", ["O1"], None), [(payments, {"order_id": "O2", "before": base, "extra": 1})]]
+        assert db.run_each(odd) == [db.run(statements) for statements in odd]
+        assert db.run_each([]) == []
