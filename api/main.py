@@ -34,11 +34,13 @@ def _state_from_settings() -> AppState:
     from recoup.settings import get_settings
 
     settings = get_settings()
-    engine = (
-        make_engine(settings.database_url, pool_size=20, max_overflow=20)
-        if not settings.database_url.startswith("sqlite")
-        else make_engine(settings.database_url)
-    )
+
+    def engine_for(url: str):
+        return (
+            make_engine(url) if url.startswith("sqlite") else make_engine(url, pool_size=20, max_overflow=20)
+        )
+
+    engine = engine_for(settings.database_url)
     holder = ModelHolder(
         registry_loader(settings.mlflow_tracking_uri, settings.mlflow_artifact_root),
         interval=settings.model_refresh_seconds,
@@ -51,6 +53,7 @@ def _state_from_settings() -> AppState:
         serving_log=ServingLogWriter(engine),
         score_max_batch=settings.score_max_batch,
         score_batch_wait=settings.score_batch_wait_ms / 1000,
+        read_engine=engine_for(settings.scoring_database_url) if settings.scoring_database_url else None,
     )
     chooser = _recovery_chooser(holder)
     if chooser is not None:

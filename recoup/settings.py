@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "", description="State database (SQLAlchemy URL). Default: sqlite:///<var_dir>/recoup.db"
     )
+    scoring_database_url: str = Field(
+        "",
+        description="Where the API's scores read (a streaming replica of the state database, say). "
+        "Default: the state database.",
+    )
     mlflow_tracking_uri: str = Field(
         "", description="MLflow tracking store. Default: sqlite:///<var_dir>/mlflow.db"
     )

@@ -142,7 +142,8 @@ def _score_many(state, bodies: Sequence[ReturnCreate]) -> list[ScoreOut | Except
     round trip for all of them, one feature computation; an invalid request gets its own error."""
     creates = [_create_request(body) for body in bodies]
     scorer = state.scorer()
-    with unit_of_work(state.engine, write=False) as session:  # nothing it does is kept
+    # nothing it does is kept, so it may read a replica (`RECOUP_SCORING_DATABASE_URL`)
+    with unit_of_work(state.scoring_engine, write=False) as session:
         service = _service(session, state, scorer)
         contexts = service.contexts(creates, last_read=True)
         valid = [

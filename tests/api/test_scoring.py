@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -222,6 +223,42 @@ def test_serving_log_and_skew(scoring_api, trained: dict) -> None:
     assert skew["compared"].max() >= 5
     assert skew["mismatched"].sum() == 0, skew[skew["mismatched"] > 0]
     assert np.all(skew["max_abs_difference"] < 1e-6)
+
+
+def test_scores_read_the_scoring_database_and_log_to_the_state_database(
+    scoring_api, trained: dict, tmp_path: Path
+) -> None:
+    """With a scoring database (`RECOUP_SCORING_DATABASE_URL`: a replica, say), scores read there and
+    only there, while what they serve is still logged in the state database."""
+    client, state = scoring_api
+    # the "replica": a copy of the state database that lacks one order
+    replica = tmp_path / "replica.db"
+    source = sqlite3.connect(trained["url"].removeprefix("sqlite:///"))
+    target = sqlite3.connect(replica)
+    with target:
+        source.backup(target)
+        target.execute("PRAGMA foreign_keys = OFF")
+        target.execute("DELETE FROM orders WHERE order_id = ?", (_body(trained, 30)["order_id"],))
+    source.close()
+    target.close()
+    assert client.post("/v1/returns/score", json=_body(trained, 30)).status_code == 200  # the primary has it
+    with unit_of_work(trained["engine"], write=False) as session:
+        logged_before = session.execute(select(func.count()).select_from(ServingLog)).scalar_one()
+    state.read_engine = make_engine(f"sqlite:///{replica}")
+    try:
+        missing = client.post("/v1/returns/score", json=_body(trained, 30))
+        assert missing.status_code == 422 and "does not exist" in missing.text
+        served = client.post("/v1/returns/score", json=_body(trained, 31))
+        assert served.status_code == 200 and served.json()["model_version"] == "1"
+        # return creation writes, so it reads the state database, where the order is
+        assert client.post("/v1/returns", json=_body(trained, 30)).status_code == 201
+    finally:
+        state.read_engine.dispose()
+        state.read_engine = None
+    state.serving_log.close()
+    with unit_of_work(trained["engine"], write=False) as session:
+        logged = session.execute(select(func.count()).select_from(ServingLog)).scalar_one()
+    assert logged - logged_before >= 2  # the score from the replica and the creation's
 
 
 def test_concurrent_scores_are_batched_with_the_same_answers(scoring_api, trained: dict, live_server) -> None:
