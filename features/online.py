@@ -85,7 +85,7 @@ SELECT EPOCH_US(o.placed_at), o.channel, l.line_no, l.sku, l.quantity, FLOAT8(l.
 FROM orders o JOIN order_lines l ON l.order_id = o.order_id JOIN products p ON p.sku = l.sku
 WHERE o.order_id = :order_id ORDER BY l.line_no"""
 
-PAYMENTS = "SELECT method, FLOAT8(amount) FROM payments WHERE order_id = :order_id"
+PAYMENTS = "SELECT method, FLOAT8(amount) FROM payments WHERE order_id = :order_id ORDER BY payment_id"
 
 
 # one row per order, its lines summed in SQL (a customer with a heavy year has ten times as many lines as
@@ -156,7 +156,8 @@ SELECT 'use', customer_id, kind, value, EPOCH_US(first_at), NULL FROM uses
 UNION ALL
 SELECT 'review', r.customer_id, NULL, NULL, EPOCH_US(f.reviewed_at), f.outcome
 FROM fraud_reviews f JOIN returns r ON r.return_id = f.return_id
-WHERE f.reviewed_at < :t AND r.customer_id IN (SELECT customer_id FROM uses UNION SELECT id FROM me)"""
+WHERE f.reviewed_at < :t AND r.customer_id IN (SELECT customer_id FROM uses UNION SELECT id FROM me)
+ORDER BY 1, 2, 3, 4, 5, 6"""
 
 # store windows from the latest location snapshot plus the rows after it (exact at any snapshot age);
 # a busy returns centre takes thousands of returns a month, so counting them row by row would dominate
@@ -233,7 +234,8 @@ SELECT w.sku, p.sku, p.style_id, p.category, p.size, FLOAT8(p.list_price), p.ret
 FROM wanted w LEFT JOIN products p ON p.sku = w.sku
 {_LATEST.format(level="sku", key="w.sku", name="s_sku")}
 {_LATEST.format(level="style", key="p.style_id", name="s_style")}
-{_LATEST.format(level="category", key="p.category", name="s_category")}"""
+{_LATEST.format(level="category", key="p.category", name="s_category")}
+ORDER BY w.sku"""
 
 
 def _split_products_pg(rows: list[tuple]) -> tuple[list[tuple], list[tuple]]:

@@ -40,18 +40,19 @@ ORDER_LINES = f"""
 SELECT l.line_no, l.sku, l.quantity, l.unit_price, l.discount,
   (SELECT SUM(rl.quantity) FROM return_lines rl JOIN returns r ON r.return_id = rl.return_id
    WHERE rl.order_id = l.order_id AND rl.order_line_no = l.line_no AND r.{_OPEN})
-FROM order_lines l WHERE l.order_id = :order_id"""
+FROM order_lines l WHERE l.order_id = :order_id ORDER BY l.line_no"""
 # every product the request names (receiptless or replacement skus) or its order sold
 PRODUCTS = """
 SELECT sku, category, list_price, return_window_days, returnable FROM products WHERE sku {skus}
 UNION
 SELECT p.sku, p.category, p.list_price, p.return_window_days, p.returnable
-FROM order_lines l JOIN products p ON p.sku = l.sku WHERE l.order_id = :order_id"""
+FROM order_lines l JOIN products p ON p.sku = l.sku WHERE l.order_id = :order_id
+ORDER BY 1"""
 # the lowest price a unit of each sku sold for in the lookback (receiptless refunds)
 LOWEST_PRICES = """
 SELECT l.sku, MIN((l.unit_price * l.quantity - l.discount) * 1.0 / l.quantity)
 FROM order_lines l JOIN orders o ON o.order_id = l.order_id
-WHERE l.sku {skus} AND o.placed_at >= :since AND o.placed_at < :now GROUP BY l.sku"""
+WHERE l.sku {skus} AND o.placed_at >= :since AND o.placed_at < :now GROUP BY l.sku ORDER BY l.sku"""
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("connect_args", {"options": "-c timezone=UTC -c plan_cache_mode=force_generic_plan"})
     engine = create_engine(url, **kwargs)
     _ping_when_idle(engine)
+
+    @event.listens_for(engine, "connect")
+    def _prepared_statements(dbapi_connection: Any, _record: Any) -> None:
+        # batched reads (`Driver.run_each`) have a few texts per kind of read (which parameters are
+        # NULL for the whole batch): room for all of them, so none is evicted and prepared again
+        dbapi_connection.prepared_max = 512
+
     return engine
 
 

@@ -33,7 +33,7 @@ _EPOCH_US = re.compile(r"EPOCH_US\(([^()]+)\)")
 _FLOAT8 = re.compile(r"FLOAT8\(((?:[^()]|\([^()]*\))+)\)")  # one level of nesting: FLOAT8(SUM(x))
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=2048)
 def _translate(text: str, postgres: bool) -> str:
     if postgres:
         text = _EPOCH_US.sub(r"(EXTRACT(EPOCH FROM \1) * 1000000)::bigint", text)
@@ -100,10 +100,14 @@ class Driver:
     ) -> list[list[list[tuple]]]:
         """`run` for several requests' statements at once: each request's results, in its order.
 
-        On PostgreSQL, a statement that several requests run with scalar parameters runs once for all of
-        them (`_for_all`): one statement per kind of read instead of one per request, so a batch of
-        requests costs the database and the driver little more per statement than one request does.
-        The rows each request gets are the rows it gets alone, in the same order."""
+        On PostgreSQL, a statement text that several requests run runs once for all of them when their
+        parameters can travel together (`_kinds`; otherwise each runs its own): one statement per kind
+        of read instead of one per request, so a batch of requests costs the database and the driver
+        little more per statement than one request does. Each request gets the rows it gets alone; in
+        the same order when the statement orders its rows (as alone, an unordered statement's rows come
+        in no promised order). A string parameter travels as `text` (Recoup's are identifiers compared
+        with text columns). If a grouped statement fails, the transaction fails: a caller that batches
+        requests (`api.batching`) then serves each request alone."""
         if not self.postgres or len(requests) < 2:
             flat = self.run(
                 [s for statements in requests for s in statements], end_transaction=end_transaction
@@ -123,8 +127,9 @@ class Driver:
         batch: list[Statement] = []
         slots: list[list[tuple[int, int]]] = []  # per statement run: the (request, position) it answers
         for (text, _), members in groups.items():
-            if len(members) > 1 and _groupable(members):
-                batch.append(_for_all(text, [params for _, _, params in members]))
+            kinds = _kinds([params for _, _, params in members]) if len(members) > 1 else None
+            if kinds is not None:
+                batch.append(_for_all(text, [params for _, _, params in members], kinds))
                 slots.append([(index, position) for index, position, _ in members])
             else:
                 batch += [(text, params) for _, _, params in members]
@@ -141,74 +146,88 @@ class Driver:
         return out
 
 
-def _groupable(members: list[tuple[int, int, dict[str, Any]]]) -> bool:
-    """Whether the members can be answered by one `_for_all` statement: the same parameter names, each
-    parameter either a scalar for every member or a list of texts and integers for every member, and
-    at least one value that is not NULL."""
-    names = members[0][2].keys()
-    if any(params.keys() != names for _, _, params in members):
-        return False
+_BIGINT = range(-(2**63), 2**63)
+# the Python types a parameter may have to travel in an array, and the array element type; a value's
+# type must be exactly one of these (bool is not taken for int, nor a subclass for its base)
+_ARRAY_TYPES: dict[type, str] = {
+    str: "text",
+    int: "bigint",
+    float: "float8",
+    Decimal: "numeric",
+    dt.date: "date",
+}
+
+
+def _kinds(members: list[dict[str, Any]]) -> dict[str, str | None] | None:
+    """How each parameter travels when `members` run as one `_for_all` statement, or None if they
+    cannot: the same parameter names; per parameter, values of one type (`_ARRAY_TYPES`, aware or naive
+    datetimes, integers within bigint), or lists for every member of one element type (texts or
+    integers; None elements allowed), or NULL for every member (kind None); and at least one value."""
+    names = members[0].keys()
+    if any(params.keys() != names for params in members):
+        return None
+    kinds: dict[str, str | None] = {}
     for name in names:
-        values = [params[name] for _, _, params in members]
-        lists = [isinstance(v, list | tuple) for v in values]
-        if any(lists) and not (
-            all(lists) and all(e is None or isinstance(e, str | int) for v in values for e in v)
-        ):
-            return False
-    return any(v is not None for _, _, params in members for v in params.values())
-
-
-def _sql_type(values: list[Any]) -> str | None:
-    """The PostgreSQL type a parameter's values travel as, one array element per member (None when they
-    are all NULL; a list travels as a JSON array)."""
-    for value in values:
-        if value is None:
+        values = [params[name] for params in members]
+        present = [v for v in values if v is not None]
+        if not present:
+            kinds[name] = None
             continue
-        if isinstance(value, list | tuple):
-            return "json"
-        if isinstance(value, bool):
-            return "boolean"
-        if isinstance(value, int):
-            return "bigint"
-        if isinstance(value, float):
-            return "float8"
-        if isinstance(value, Decimal):
-            return "numeric"
-        if isinstance(value, dt.datetime):
-            return "timestamptz"
-        if isinstance(value, dt.date):
-            return "date"
-        if isinstance(value, str):
-            return "text"
-        raise TypeError(f"no array type for a parameter of type {type(value).__name__}")
-    return None
+        if any(isinstance(v, list | tuple) for v in present):
+            if len(present) != len(values) or not all(isinstance(v, list | tuple) for v in values):
+                return None
+            elements = {type(e) for v in values for e in v if e is not None}
+            if elements == {str} or not elements:
+                kinds[name] = "list:text"
+            elif elements == {int} and all(e in _BIGINT for v in values for e in v if e is not None):
+                kinds[name] = "list:bigint"
+            else:
+                return None
+            continue
+        types = {type(v) for v in present}
+        if len(types) != 1:
+            return None
+        kind = types.pop()
+        if kind is dt.datetime:
+            zones = {v.tzinfo is None for v in present}
+            if len(zones) != 1:
+                return None
+            kinds[name] = "timestamp" if zones.pop() else "timestamptz"
+        elif kind in _ARRAY_TYPES and (kind is not int or all(v in _BIGINT for v in present)):
+            kinds[name] = _ARRAY_TYPES[kind]
+        else:
+            return None
+    if all(kind is None for kind in kinds.values()):
+        return None
+    return kinds
 
 
-def _for_all(text: str, members: list[dict[str, Any]]) -> Statement:
-    """One statement answering `text` for each parameter set in `members` (PostgreSQL).
+def _for_all(text: str, members: list[dict[str, Any]], kinds: dict[str, str | None]) -> Statement:
+    """One statement answering `text` for each parameter set in `members` (PostgreSQL; `kinds` from
+    `_kinds`).
 
     The parameters come as arrays, one element per member, unnested WITH ORDINALITY; `text` runs as a
-    LATERAL subquery per member, its rows prefixed with the member's number. The lateral reference makes
-    PostgreSQL run it as a nested loop over the members in order, each member's rows in the subquery's
-    own order, so every member gets the rows it gets alone, in the same order (tested on the scoring
-    reads). A list parameter (an IN-list) travels as a JSON array and is a text array again in the
-    statement (a cast there, `::int[]`, applies as before). A parameter that is NULL for every member
-    stays an untyped NULL, so its type still comes from where it is used, as it does alone."""
+    LATERAL subquery per member (fenced with OFFSET 0, so that PostgreSQL cannot flatten it into a join
+    of its own choosing), its rows prefixed with the member's number. The lateral reference makes the
+    join a nested loop over the members in order, and each member's rows come in the subquery's own
+    order. A list parameter (an IN-list) travels as a JSON array and is an array of its element type
+    again in the statement. A parameter that is NULL for every member stays an untyped NULL, so its
+    type comes from where it is used, as it does alone."""
     names = tuple(members[0])
-    kinds = tuple(_sql_type([params[name] for params in members]) for name in names)
+    kind_of = tuple(kinds[name] for name in names)
 
     def values(name: str, kind: str) -> list[Any]:
-        if kind == "json":
+        if kind.startswith("list:"):
             return [json.dumps(list(params[name])) for params in members]
         return [params[name] for params in members]
 
-    params = {f"a_{name}": values(name, kind) for name, kind in zip(names, kinds, strict=True) if kind}
-    return _for_all_sql(text, names, kinds), params
+    params = {f"a_{name}": values(name, kind) for name, kind in zip(names, kind_of, strict=True) if kind}
+    return _for_all_sql(text, names, kind_of), params
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=1024)
 def _for_all_sql(text: str, names: tuple[str, ...], kinds: tuple[str | None, ...]) -> str:
-    """`_for_all`'s statement text (the same for every batch whose parameters have the same types)."""
+    """`_for_all`'s statement text (the same for every batch whose parameters travel alike)."""
     kind = dict(zip(names, kinds, strict=True))
     arrays = [name for name in names if kind[name] is not None]
 
@@ -218,15 +237,21 @@ def _for_all_sql(text: str, names: tuple[str, ...], kinds: tuple[str | None, ...
             return match.group(0)  # not one of the statement's parameters: the driver reports it
         if kind[name] is None:
             return "NULL"
-        if kind[name] == "json":
-            return f"ARRAY(SELECT json_array_elements_text(req.p_{name}))"
-        return f"req.p_{name}"
+        if kind[name] == "list:text":
+            return f"ARRAY(SELECT json_array_elements_text(recoup_member.p_{name}))"
+        if kind[name] == "list:bigint":
+            return f"ARRAY(SELECT e::bigint FROM json_array_elements_text(recoup_member.p_{name}) AS e)"
+        return f"recoup_member.p_{name}"
 
-    columns = ", ".join(f":a_{name}::{kind[name]}[]" for name in arrays)
+    def travels(name: str) -> str:
+        return "json" if kind[name].startswith("list:") else kind[name]
+
+    columns = ", ".join(f":a_{name}::{travels(name)}[]" for name in arrays)
     aliases = ", ".join(f"p_{name}" for name in arrays)
     return (
-        f"SELECT req.member, q.* FROM unnest({columns}) WITH ORDINALITY AS req({aliases}, member)\n"
-        f"CROSS JOIN LATERAL ({_NAMED.sub(reference, text)}\n) AS q"
+        f"SELECT recoup_member.member, q.* FROM unnest({columns}) WITH ORDINALITY"
+        f" AS recoup_member({aliases}, member)\n"
+        f"CROSS JOIN LATERAL (SELECT * FROM ({_NAMED.sub(reference, text)}\n) AS one OFFSET 0) AS q"
     )
 
 

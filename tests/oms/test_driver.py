@@ -75,10 +75,16 @@ def test_an_unknown_parameter_is_an_error(engine: Engine) -> None:
         Driver(connection).run([("SELECT 1 FROM orders WHERE order_id = :order_id", {})])
 
 
+def _typed(results: list) -> list:
+    """Results with every value's type next to it (`==` alone takes 30 for 30.0 and 1 for True)."""
+    return [[[tuple((type(v), v) for v in row) for row in rows] for rows in one] for one in results]
+
+
 def test_run_each_gives_each_request_its_own_rows_in_order(engine: Engine) -> None:
-    """Several requests' reads at once: each request gets exactly the rows it gets alone, in the same
-    order, whatever its parameters (scalars, some or all NULL, IN-lists); on PostgreSQL a read that
-    several requests make is sent once for all of them."""
+    """Several requests' reads at once: each request gets exactly the rows it gets alone (values and
+    types), in the same order, whatever its parameters (scalars, some or all NULL, IN-lists of texts or
+    of integers); on PostgreSQL a read that several requests make is sent once for all of them, and
+    parameters that cannot travel together are sent request by request."""
     base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     with engine.begin() as connection:
         connection.execute(delete(Payment))
@@ -104,10 +110,11 @@ def test_run_each_gives_each_request_its_own_rows_in_order(engine: Engine) -> No
             ],
         )
     payments = (
-        "SELECT p.payment_id, FLOAT8(p.amount) FROM payments p JOIN orders o ON o.order_id = p.order_id "
+        "SELECT p.payment_id, FLOAT8(p.amount), p.amount FROM payments p JOIN orders o ON o.order_id = p.order_id "
         "WHERE p.order_id = :order_id AND o.placed_at < :before ORDER BY p.amount DESC"
     )
     listed = "SELECT order_id FROM orders WHERE order_id = ANY(:ids) ORDER BY placed_at DESC"
+    counted = "SELECT COUNT(*) FROM payments WHERE amount = ANY(:amounts)"  # integers, no cast
     maybe = "SELECT COUNT(*) FROM orders WHERE channel = COALESCE(:channel, 'web') AND order_id <> :order_id"
 
     def reads(order_id: str | None, ids: list[str], channel: str | None) -> list:
@@ -116,7 +123,8 @@ def test_run_each_gives_each_request_its_own_rows_in_order(engine: Engine) -> No
             (maybe, {"channel": channel, "order_id": order_id}),
         ]
         if engine.dialect.name == "postgresql":  # IN-lists are arrays there
-            statements.insert(1, (listed, {"ids": ids}))
+            amounts = [int(i[1:]) * 10 for i in ids if i[1:].isdigit()]
+            statements[1:1] = [(listed, {"ids": ids}), (counted, {"amounts": amounts})]
         return statements
 
     requests = [
@@ -131,13 +139,56 @@ def test_run_each_gives_each_request_its_own_rows_in_order(engine: Engine) -> No
         alone = [db.run(statements) for statements in requests]
         db.sent = 0
         together = db.run_each(requests)
-        assert together == alone
-        assert [len(rows) for rows in alone[1][0:1] + alone[4][0:1]] == [3, 3]  # several rows, ordered
-        assert db.sent == (3 if db.postgres else 10)
+        assert _typed(together) == _typed(alone)
+        assert [len(alone[1][0]), len(alone[4][0])] == [3, 3]  # several rows, in order
+        assert db.sent == (4 if db.postgres else 10)
         # some channels given: the parameter is typed from its values, and the answers still match
         mixed = [reads("O1", ["O1"], "web"), reads("O2", ["O2"], None), reads("O3", [], "store")]
-        assert db.run_each(mixed) == [db.run(statements) for statements in mixed]
-        # requests whose parameters cannot travel together are still answered, one by one
-        odd = [reads("O1", ["O1"], None), [(payments, {"order_id": "O2", "before": base, "extra": 1})]]
-        assert db.run_each(odd) == [db.run(statements) for statements in odd]
+        alone = [db.run(statements) for statements in mixed]
+        db.sent = 0
+        assert _typed(db.run_each(mixed)) == _typed(alone)
+        assert db.sent == (4 if db.postgres else 6)
+        # parameters that cannot travel in one array are sent request by request, and still answered:
+        # different names, an int and a float, a bool and an int, aware and naive times, an int and a
+        # Decimal (SQLite binds neither naive times nor Decimals)
+        odd = [
+            [(payments, {"order_id": "O1", "before": base})],
+            [(payments, {"order_id": "O2", "before": base, "extra": 1})],
+        ]
+        others = (1.5, True, base.replace(tzinfo=None), Decimal("1.5")) if db.postgres else (1.5, True)
+        for n, value in enumerate(others):  # each pair its own text, so each pair is one group
+            odd.append([(f"SELECT COUNT(*) FROM orders WHERE :x IS NOT NULL AND {n} = {n}", {"x": value})])
+            odd.append([(f"SELECT COUNT(*) FROM orders WHERE :x IS NOT NULL AND {n} = {n}", {"x": 2})])
+        alone = [db.run(statements) for statements in odd]
+        db.sent = 0
+        assert _typed(db.run_each(odd)) == _typed(alone)
+        assert db.sent == len(odd)
         assert db.run_each([]) == []
+
+
+def test_run_each_keeps_each_requests_order_whatever_the_plan(engine: Engine) -> None:
+    """Many requests for an ordered read of a table big enough that PostgreSQL would rather hash it
+    than loop: every request still gets its rows in the read's order."""
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with engine.begin() as connection:
+        connection.execute(delete(Payment))
+        connection.execute(delete(Order))
+        connection.execute(
+            insert(Order),
+            [{"order_id": f"O{i:04}", "channel": "web", "placed_at": base} for i in range(600)],
+        )
+        connection.execute(
+            insert(Payment),
+            [
+                {"payment_id": f"P{i:04}-{k}", "order_id": f"O{i:04}", "method": "card", "amount": Decimal(k)}
+                for i in range(600)
+                for k in range(3)
+            ],
+        )
+    read = "SELECT payment_id, FLOAT8(amount) FROM payments WHERE order_id = :order_id ORDER BY amount DESC"
+    requests = [[(read, {"order_id": f"O{i:04}"})] for i in range(600)]
+    with engine.connect() as connection:
+        db = Driver(connection)
+        together = db.run_each(requests)
+        assert together == [db.run(statements) for statements in requests]
+        assert all([row[1] for row in rows[0]] == [2.0, 1.0, 0.0] for rows in together)
