@@ -146,7 +146,10 @@ def add_notifications(
     payload: dict[str, Any] | None = None,
     state: str = "pending",
 ) -> None:
-    with engine.begin() as connection:
+    # a writer takes SQLite's write lock first (as the service's units of work do): this transaction
+    # reads before it writes, and a running dispatcher may commit a lease in between, which SQLite
+    # refuses at once ("database is locked") to a deferred transaction, whatever its busy timeout
+    with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
         if connection.execute(select(Return.return_id).where(Return.return_id == "R-1")).first() is None:
             connection.execute(
                 insert(Return).values(
