@@ -82,7 +82,8 @@ def _recovery_chooser(holder):
 def create_app(state: AppState | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if getattr(app.state, "recoup", None) is None:
+        built = getattr(app.state, "recoup", None) is None
+        if built:
             app.state.recoup = _state_from_settings()
             # what start-up built (models, settings, imports) lives as long as the process: frozen, the
             # collector's full passes stop walking it on the request path
@@ -94,6 +95,10 @@ def create_app(state: AppState | None = None) -> FastAPI:
             state.models.stop()
         if state is not None and state.serving_log is not None:
             state.serving_log.close()
+        if built and state is not None:  # the engines this process made (a caller's state keeps its own)
+            for engine in (state.engine, state.read_engine):
+                if engine is not None:
+                    engine.dispose()
 
     app = FastAPI(title="Recoup", version="1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.recoup = state

@@ -65,12 +65,8 @@ class AppState:
     score_max_batch: int = 32  # most scores served together (`api.batching`)
     score_batch_wait: float = 0.0  # seconds a batch waits for company while the server is busy
     batchers: dict[str, Batcher] = field(default_factory=dict)  # per process, made on first use
-    # where scores read (their transactions only read): a replica of `engine`, say; None: `engine`
+    # where scores read first (their transactions only read): a replica of `engine`, say; None: `engine`
     read_engine: Engine | None = None
-
-    @property
-    def scoring_engine(self) -> Engine:
-        return self.read_engine if self.read_engine is not None else self.engine
 
     def scorer(self) -> ModelScorer:
         return ModelScorer(self.models or ModelHolder(lambda: (None, None)), self.policy)

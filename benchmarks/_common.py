@@ -112,7 +112,7 @@ def machine_jitter(repeats: int = 2_000) -> str:
         times.append(time.perf_counter() - started)
     p50, p99 = np.percentile(times, [50, 99]) * 1000
     # the same task after 3 ms of idleness each time (a server at moderate load sleeps between requests):
-    # on a virtual machine an idle CPU comes back slower (here +10-20 % for this task, +80 % for a
+    # on a virtual machine an idle CPU can come back slower (seen here: up to +20 % for a task like this, +80 % for a
     # score, whose working set is larger: 1.8 ms of CPU back to back, 3.4 ms with 3 ms gaps)
     rested = []
     for _ in range(repeats // 4):

@@ -93,6 +93,11 @@ class InvalidRequestError(LifecycleError):
     """The request itself is wrong (unknown line, too many units, bad condition...)."""
 
 
+class UnknownReferenceError(InvalidRequestError):
+    """The request names an order, customer, location or product the database does not have (or not
+    yet: a replica that scores read may lag behind the state database)."""
+
+
 class IllegalTransitionError(LifecycleError):
     """The command is not allowed in the return's current state."""
 
@@ -315,18 +320,18 @@ class ReturnService:
 
     def _validate(self, request: CreateReturn, now: dt.datetime, found: ContextRows) -> RequestContext:
         if request.location_id is not None and not found.location_found:
-            raise InvalidRequestError(f"location {request.location_id!r} does not exist")
+            raise UnknownReferenceError(f"location {request.location_id!r} does not exist")
         order = None
         customer_id = request.customer_id
         if request.order_id is not None:
             order = found.order
             if order is None:
-                raise InvalidRequestError(f"order {request.order_id!r} does not exist")
+                raise UnknownReferenceError(f"order {request.order_id!r} does not exist")
             if customer_id is not None and order.customer_id is not None and customer_id != order.customer_id:
                 raise InvalidRequestError(f"order {order.order_id} belongs to another customer")
             customer_id = customer_id or order.customer_id
         if customer_id is not None and not found.customer_found:
-            raise InvalidRequestError(f"customer {customer_id!r} does not exist")
+            raise UnknownReferenceError(f"customer {customer_id!r} does not exist")
         lines: list[tuple[LineRequest, OrderedLine | None, ProductRef]] = []
         unit_value: list[Decimal] = []
         order_lines = found.order_lines if order is not None else {}
@@ -379,14 +384,14 @@ class ReturnService:
                 ordered = None
                 product = products.get(line.sku)
                 if product is None:
-                    raise InvalidRequestError(f"line {position}: product {line.sku!r} does not exist")
+                    raise UnknownReferenceError(f"line {position}: product {line.sku!r} does not exist")
                 lowest = found.lowest_prices.get(product.sku)
                 unit_value.append(product.list_price if lowest is None else min(lowest, product.list_price))
             assert product is not None
             if line.replacement_sku is not None:
                 replacement = products.get(line.replacement_sku)
                 if replacement is None:
-                    raise InvalidRequestError(
+                    raise UnknownReferenceError(
                         f"line {position}: replacement {line.replacement_sku!r} does not exist"
                     )
                 if request.refund_method != "exchange":

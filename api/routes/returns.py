@@ -3,11 +3,13 @@ and the analyst's decision."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import or_, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse
 
@@ -35,9 +37,11 @@ from api.schemas import (
     Status,
 )
 from api.views import return_view, summary
-from oms.lifecycle import CreateReturn, LineRequest, ReturnService
+from oms.lifecycle import CreateReturn, LineRequest, ReturnService, UnknownReferenceError
 from oms.tables import Return
 from oms.uow import unit_of_work
+
+log = logging.getLogger("recoup.api.scoring")
 
 router = APIRouter(prefix="/v1/returns", tags=["returns"])
 
@@ -139,11 +143,31 @@ async def score_return(body: ReturnCreate, state: State) -> ScoreOut:
 
 def _score_many(state, bodies: Sequence[ReturnCreate]) -> list[ScoreOut | Exception]:
     """Scores of the requests that arrived together (`api.batching`): one read-only transaction and one
-    round trip for all of them, one feature computation; an invalid request gets its own error."""
+    round trip for all of them, one feature computation; an invalid request gets its own error.
+
+    Nothing a score does is kept, so it may read a replica (`RECOUP_SCORING_DATABASE_URL`). A replica
+    lags: what it does not know yet (an order placed a moment ago) is read again from the state
+    database, and so is the whole batch if the replica fails (down, or a query cancelled by replay)."""
+    if state.read_engine is None:
+        return _scores(state, bodies, state.engine)
+    try:
+        out = _scores(state, bodies, state.read_engine)
+    except DBAPIError as exc:
+        log.warning("the scoring database failed (%s); scoring on the state database", str(exc.orig)[:200])
+        return _scores(state, bodies, state.engine)
+    unknown = [i for i, result in enumerate(out) if isinstance(result, UnknownReferenceError)]
+    if unknown:
+        for i, result in zip(
+            unknown, _scores(state, [bodies[i] for i in unknown], state.engine), strict=True
+        ):
+            out[i] = result
+    return out
+
+
+def _scores(state, bodies: Sequence[ReturnCreate], engine) -> list[ScoreOut | Exception]:
     creates = [_create_request(body) for body in bodies]
     scorer = state.scorer()
-    # nothing it does is kept, so it may read a replica (`RECOUP_SCORING_DATABASE_URL`)
-    with unit_of_work(state.scoring_engine, write=False) as session:
+    with unit_of_work(engine, write=False) as session:
         service = _service(session, state, scorer)
         contexts = service.contexts(creates, last_read=True)
         valid = [

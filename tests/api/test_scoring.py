@@ -225,40 +225,67 @@ def test_serving_log_and_skew(scoring_api, trained: dict) -> None:
     assert np.all(skew["max_abs_difference"] < 1e-6)
 
 
-def test_scores_read_the_scoring_database_and_log_to_the_state_database(
+def _clone_order(db: sqlite3.Connection, order_id: str, new_id: str) -> None:
+    """A copy of an order, its lines and its tenders under another id."""
+    for table, key in (("orders", "order_id"), ("order_lines", "order_id"), ("payments", "order_id")):
+        columns = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+        values = [
+            "? AS order_id" if c == key else ("payment_id || '-copy'" if c == "payment_id" else c)
+            for c in columns
+        ]
+        db.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} FROM {table} WHERE {key} = ?",
+            (new_id, order_id),
+        )
+
+
+def test_scores_read_the_scoring_database_and_fall_back_to_the_state_database(
     scoring_api, trained: dict, tmp_path: Path
 ) -> None:
-    """With a scoring database (`RECOUP_SCORING_DATABASE_URL`: a replica, say), scores read there and
-    only there, while what they serve is still logged in the state database."""
+    """With a scoring database (`RECOUP_SCORING_DATABASE_URL`: a replica, say), scores read there; what
+    it does not know yet, and everything when it fails, is read from the state database; what they
+    serve is logged in the state database."""
     client, state = scoring_api
-    # the "replica": a copy of the state database that lacks one order
+    # the "replica": a copy of the state database with an order the state database lacks, and without
+    # one it has (a replica behind its primary)
     replica = tmp_path / "replica.db"
     source = sqlite3.connect(trained["url"].removeprefix("sqlite:///"))
     target = sqlite3.connect(replica)
     with target:
         source.backup(target)
         target.execute("PRAGMA foreign_keys = OFF")
-        target.execute("DELETE FROM orders WHERE order_id = ?", (_body(trained, 30)["order_id"],))
+        _clone_order(target, _body(trained, 30)["order_id"], "O-REPLICA-ONLY")
+        target.execute("DELETE FROM orders WHERE order_id = ?", (_body(trained, 31)["order_id"],))
     source.close()
     target.close()
-    assert client.post("/v1/returns/score", json=_body(trained, 30)).status_code == 200  # the primary has it
+    only_replica = {**_body(trained, 30), "order_id": "O-REPLICA-ONLY"}
+    state.serving_log.close()  # from here the test drains the serving log itself
     with unit_of_work(trained["engine"], write=False) as session:
         logged_before = session.execute(select(func.count()).select_from(ServingLog)).scalar_one()
+    not_a_database = tmp_path / "broken.db"
+    not_a_database.write_bytes(b"this is not a database" * 100)
     state.read_engine = make_engine(f"sqlite:///{replica}")
     try:
-        missing = client.post("/v1/returns/score", json=_body(trained, 30))
-        assert missing.status_code == 422 and "does not exist" in missing.text
-        served = client.post("/v1/returns/score", json=_body(trained, 31))
-        assert served.status_code == 200 and served.json()["model_version"] == "1"
-        # return creation writes, so it reads the state database, where the order is
-        assert client.post("/v1/returns", json=_body(trained, 30)).status_code == 201
+        served = client.post("/v1/returns/score", json=only_replica)  # only the replica has the order
+        assert served.status_code == 200 and served.json()["model_version"] == "1", served.text
+        behind = client.post("/v1/returns/score", json=_body(trained, 31))  # only the state database has it
+        assert behind.status_code == 200, behind.text
+        assert client.post("/v1/returns/score", json={**only_replica, "order_id": "NOPE"}).status_code == 422
+        state.read_engine.dispose()
+        state.read_engine = make_engine(f"sqlite:///{not_a_database}")
+        failed_over = client.post("/v1/returns/score", json=_body(trained, 32))  # the replica fails
+        assert failed_over.status_code == 200, failed_over.text
     finally:
         state.read_engine.dispose()
         state.read_engine = None
-    state.serving_log.close()
+    # without the replica, the order only it has is unknown: the first score did read the replica
+    missing = client.post("/v1/returns/score", json=only_replica)
+    assert missing.status_code == 422 and "does not exist" in missing.text
+    while state.serving_log.flush():
+        pass
     with unit_of_work(trained["engine"], write=False) as session:
         logged = session.execute(select(func.count()).select_from(ServingLog)).scalar_one()
-    assert logged - logged_before >= 2  # the score from the replica and the creation's
+    assert logged - logged_before == 3  # each served score once, in the state database
 
 
 def test_concurrent_scores_are_batched_with_the_same_answers(scoring_api, trained: dict, live_server) -> None:
