@@ -67,6 +67,8 @@ class AppState:
     batchers: dict[str, Batcher] = field(default_factory=dict)  # per process, made on first use
     # where scores read first (their transactions only read): a replica of `engine`, say; None: `engine`
     read_engine: Engine | None = None
+    read_engine_failed_at: float = -float("inf")  # time.monotonic() of its last failure
+    read_engine_rest: float = 30.0  # seconds scores read `engine` after a failure of `read_engine`
 
     def scorer(self) -> ModelScorer:
         return ModelScorer(self.models or ModelHolder(lambda: (None, None)), self.policy)

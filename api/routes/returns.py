@@ -4,6 +4,7 @@ and the analyst's decision."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -147,13 +148,21 @@ def _score_many(state, bodies: Sequence[ReturnCreate]) -> list[ScoreOut | Except
 
     Nothing a score does is kept, so it may read a replica (`RECOUP_SCORING_DATABASE_URL`). A replica
     lags: what it does not know yet (an order placed a moment ago) is read again from the state
-    database, and so is the whole batch if the replica fails (down, or a query cancelled by replay)."""
-    if state.read_engine is None:
+    database, and so is the whole batch if the replica fails (down, or a query cancelled by replay);
+    then the replica rests for `state.read_engine_rest` seconds (30), so that a replica that is down
+    does not cost every batch a failed connection."""
+    resting = time.monotonic() - state.read_engine_failed_at < state.read_engine_rest
+    if state.read_engine is None or resting:
         return _scores(state, bodies, state.engine)
     try:
         out = _scores(state, bodies, state.read_engine)
     except DBAPIError as exc:
-        log.warning("the scoring database failed (%s); scoring on the state database", str(exc.orig)[:200])
+        state.read_engine_failed_at = time.monotonic()
+        log.warning(
+            "the scoring database failed (%s); scoring on the state database for %.0f s",
+            str(exc.orig)[:200],
+            state.read_engine_rest,
+        )
         return _scores(state, bodies, state.engine)
     unknown = [i for i, result in enumerate(out) if isinstance(result, UnknownReferenceError)]
     if unknown:

@@ -243,8 +243,8 @@ def test_scores_read_the_scoring_database_and_fall_back_to_the_state_database(
     scoring_api, trained: dict, tmp_path: Path
 ) -> None:
     """With a scoring database (`RECOUP_SCORING_DATABASE_URL`: a replica, say), scores read there; what
-    it does not know yet, and everything when it fails, is read from the state database; what they
-    serve is logged in the state database."""
+    it does not know yet, and everything when it fails (for a rest after it failed), is read from the
+    state database; what they serve is logged in the state database."""
     client, state = scoring_api
     # the "replica": a copy of the state database with an order the state database lacks, and without
     # one it has (a replica behind its primary)
@@ -275,6 +275,12 @@ def test_scores_read_the_scoring_database_and_fall_back_to_the_state_database(
         state.read_engine = make_engine(f"sqlite:///{not_a_database}")
         failed_over = client.post("/v1/returns/score", json=_body(trained, 32))  # the replica fails
         assert failed_over.status_code == 200, failed_over.text
+        # a failed replica rests: even back in working order, it is not read until its rest is over
+        state.read_engine.dispose()
+        state.read_engine = make_engine(f"sqlite:///{replica}")
+        assert client.post("/v1/returns/score", json=only_replica).status_code == 422
+        state.read_engine_failed_at = -float("inf")
+        assert client.post("/v1/returns/score", json=only_replica).status_code == 200
     finally:
         state.read_engine.dispose()
         state.read_engine = None
@@ -285,7 +291,7 @@ def test_scores_read_the_scoring_database_and_fall_back_to_the_state_database(
         pass
     with unit_of_work(trained["engine"], write=False) as session:
         logged = session.execute(select(func.count()).select_from(ServingLog)).scalar_one()
-    assert logged - logged_before == 3  # each served score once, in the state database
+    assert logged - logged_before == 4  # each served score once, in the state database
 
 
 def test_concurrent_scores_are_batched_with_the_same_answers(scoring_api, trained: dict, live_server) -> None:
