@@ -127,9 +127,10 @@ class Driver:
         batch: list[Statement] = []
         slots: list[list[tuple[int, int]]] = []  # per statement run: the (request, position) it answers
         for (text, _), members in groups.items():
-            kinds = _kinds([params for _, _, params in members]) if len(members) > 1 else None
+            each = [params for _, _, params in members]
+            kinds = _kinds(each) if len(members) > 1 else None
             if kinds is not None:
-                batch.append(_for_all(text, [params for _, _, params in members], kinds))
+                batch.append(_for_all(text, each, kinds))
                 slots.append([(index, position) for index, position, _ in members])
             else:
                 batch += [(text, params) for _, _, params in members]

@@ -35,6 +35,34 @@ def test_conversions_translate_per_backend() -> None:
     )
 
 
+def _orders_with_payments(engine: Engine, orders: dict[str, tuple[dt.datetime, list[Decimal]]]) -> None:
+    """Only these orders and payments: each order placed at its time, with a payment per amount
+    (alternately by gift card and card)."""
+    with engine.begin() as connection:
+        connection.execute(delete(Payment))
+        connection.execute(delete(Order))
+        connection.execute(
+            insert(Order),
+            [
+                {"order_id": order_id, "channel": "web", "placed_at": placed}
+                for order_id, (placed, _) in orders.items()
+            ],
+        )
+        connection.execute(
+            insert(Payment),
+            [
+                {
+                    "payment_id": f"P-{order_id}-{k}",
+                    "order_id": order_id,
+                    "method": "card" if k % 2 else "gift_card",
+                    "amount": amount,
+                }
+                for order_id, (_, amounts) in orders.items()
+                for k, amount in enumerate(amounts)
+            ],
+        )
+
+
 # each example clears the two tables first, so one engine serves them all
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
@@ -46,13 +74,7 @@ def test_times_and_amounts_read_exactly(engine: Engine, micros: int, cents: int)
     online features read the same microseconds and the same float as the offline batch."""
     placed = EPOCH + dt.timedelta(microseconds=micros)
     amount = Decimal(cents).scaleb(-2)
-    with engine.begin() as connection:
-        connection.execute(delete(Payment))
-        connection.execute(delete(Order))
-        connection.execute(insert(Order), [{"order_id": "O1", "channel": "web", "placed_at": placed}])
-        connection.execute(
-            insert(Payment), [{"payment_id": "P1", "order_id": "O1", "method": "card", "amount": amount}]
-        )
+    _orders_with_payments(engine, {"O1": (placed, [amount])})
     with engine.connect() as connection:
         db = Driver(connection)
         [[row]] = db.run(
@@ -86,29 +108,13 @@ def test_run_each_gives_each_request_its_own_rows_in_order(engine: Engine) -> No
     of integers); on PostgreSQL a read that several requests make is sent once for all of them, and
     parameters that cannot travel together are sent request by request."""
     base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    with engine.begin() as connection:
-        connection.execute(delete(Payment))
-        connection.execute(delete(Order))
-        connection.execute(
-            insert(Order),
-            [
-                {"order_id": f"O{i}", "channel": "web", "placed_at": base + dt.timedelta(days=i)}
-                for i in range(1, 6)
-            ],
-        )
-        connection.execute(
-            insert(Payment),
-            [
-                {
-                    "payment_id": f"P{i}-{k}",
-                    "order_id": f"O{i}",
-                    "method": "card" if k % 2 else "gift_card",
-                    "amount": Decimal(10 * i + k),
-                }
-                for i in range(1, 6)
-                for k in range(i)  # O1 has one payment, O5 five
-            ],
-        )
+    _orders_with_payments(  # O1 has one payment, O5 five
+        engine,
+        {
+            f"O{i}": (base + dt.timedelta(days=i), [Decimal(10 * i + k) for k in range(i)])
+            for i in range(1, 6)
+        },
+    )
     payments = (
         "SELECT p.payment_id, FLOAT8(p.amount), p.amount FROM payments p JOIN orders o ON o.order_id = p.order_id "
         "WHERE p.order_id = :order_id AND o.placed_at < :before ORDER BY p.amount DESC"
@@ -170,25 +176,11 @@ def test_run_each_keeps_each_requests_order_whatever_the_plan(engine: Engine) ->
     """Many requests for an ordered read of a table big enough that PostgreSQL would rather hash it
     than loop: every request still gets its rows in the read's order."""
     base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    with engine.begin() as connection:
-        connection.execute(delete(Payment))
-        connection.execute(delete(Order))
-        connection.execute(
-            insert(Order),
-            [{"order_id": f"O{i:04}", "channel": "web", "placed_at": base} for i in range(600)],
-        )
-        connection.execute(
-            insert(Payment),
-            [
-                {"payment_id": f"P{i:04}-{k}", "order_id": f"O{i:04}", "method": "card", "amount": Decimal(k)}
-                for i in range(600)
-                for k in range(3)
-            ],
-        )
+    _orders_with_payments(engine, {f"O{i:04}": (base, [Decimal(k) for k in range(3)]) for i in range(600)})
     read = "SELECT payment_id, FLOAT8(amount) FROM payments WHERE order_id = :order_id ORDER BY amount DESC"
     requests = [[(read, {"order_id": f"O{i:04}"})] for i in range(600)]
     with engine.connect() as connection:
         db = Driver(connection)
         together = db.run_each(requests)
-        assert together == [db.run(statements) for statements in requests]
+        assert _typed(together) == _typed([db.run(statements) for statements in requests])
         assert all([row[1] for row in rows[0]] == [2.0, 1.0, 0.0] for rows in together)
