@@ -172,10 +172,11 @@ class ModelScorer:
     def assess_many(
         self, session: Session, items: Sequence[tuple[CreateReturn, RequestContext, Assessment]]
     ) -> list[Assessment]:
-        """Score several requests at once: their features in one `engine.compute` over the merged
-        inputs, then one model call per row. `self.scored` holds what each assessment computed.
+        """Score several requests at once: their features in one `engine.compute` over the batch's
+        inputs, then one TreeSHAP call for all their rows and one recovery call for all their lines.
+        `self.scored` holds what each assessment computed.
 
-        Anything failing for the batch as a whole (a request whose inputs break the merge, say) is
+        Anything failing for the batch as a whole (a request whose rows cannot be assembled, say) is
         retried request by request, so that one bad request degrades only its own answer."""
         started = time.perf_counter()
         champions = self.holder.current  # one model for the whole batch, even if the alias moves now
@@ -189,39 +190,47 @@ class ModelScorer:
         try:
             if champions.fraud is None:
                 raise LookupError("no champion fraud model")
-            inputs = [self._inputs(session, request, context) for request, context, _ in items]
-            values = feature_engine.compute(*online_features.merge(inputs))
+            requests, history = self._inputs(session, items)
+            values = feature_engine.compute(requests, history)
+            return self._score_all(champions, items, requests, values)
         except Exception as exc:
             if len(items) > 1:
                 return [one for item in items for one in self._scored(session, champions, [item])]
             return [self._degraded(session, champions, *items[0], exc)]
-        return [
-            self._score(session, champions, item, inputs[index][0], values, index)
-            for index, item in enumerate(items)
+
+    def _inputs(self, session: Session, items):
+        """The feature inputs of the items' requests, as one batch (`features.online.assemble_many`)."""
+        db = Driver(session.connection())
+        online = [_online_request(request, context.now) for request, context, *_ in items]
+        rows = [
+            # a context read without this scorer has no rows of its reads: read them now
+            context.scorer_rows if context.scorer_rows is not None else db.run(online_features.reads(db, one))
+            for one, (_, context, *_) in zip(online, items, strict=True)
         ]
+        return online_features.assemble_many(db, online, rows)
 
-    def _inputs(self, session: Session, request: CreateReturn, context: RequestContext):
-        online = _online_request(request, context.now)
-        if context.scorer_rows is None:  # a context read without this scorer
-            return online_features.gather(session.connection(), online)
-        return online_features.assemble(Driver(session.connection()), online, context.scorer_rows)
-
-    def _score(self, session: Session, champions: Champions, item, batch, values, index: int) -> Scored:
-        request, context, policy_decision = item
+    def _score_all(self, champions: Champions, items, requests, values) -> list[Scored]:
+        """Every request's score, reasons and line estimates: the booster walks all the rows in one call
+        (each row's contributions are the ones it gets alone; they sum to its margin, so one TreeSHAP
+        pass gives both score and reasons)."""
         model = champions.fraud
-        try:
-            row = np.array([values[name][index] for name in model.features], dtype=np.float64)
-            contributions = model.rows.predict(row, "contrib")
-            # the contributions sum to the margin: one TreeSHAP pass gives both score and reasons
-            score = float(model.calibrate(np.array([contributions.sum()]))[0])
-            reasons = reason_codes(model.features, row, contributions, model.typical)
-            return Scored(
-                self._combine(policy_decision, score, reasons, model.version),
-                dict(zip(model.features, row.tolist(), strict=True)),
-                self._lines(batch, champions.recovery, request),
+        matrix = np.column_stack([values[name] for name in model.features]).astype(np.float64, copy=False)
+        contributions = model.rows.predict_rows(matrix, "contrib")
+        margins = np.array([row.sum() for row in contributions])  # each row summed as it is alone
+        scores = model.calibrate(margins)
+        lines = self._lines(requests, champions.recovery, [request for request, _, _ in items])
+        out = []
+        for index, (_, _, policy_decision) in enumerate(items):
+            row = matrix[index]
+            reasons = reason_codes(model.features, row, contributions[index], model.typical)
+            out.append(
+                Scored(
+                    self._combine(policy_decision, float(scores[index]), reasons, model.version),
+                    dict(zip(model.features, row.tolist(), strict=True)),
+                    lines[index],
+                )
             )
-        except Exception as exc:
-            return self._degraded(session, champions, request, context, policy_decision, exc)
+        return out
 
     def _degraded(
         self,
@@ -245,8 +254,8 @@ class ModelScorer:
             )
         )
         try:
-            batch, _ = self._inputs(session, request, context)
-            scored.lines = self._lines(batch, champions.recovery, request)
+            batch, _ = self._inputs(session, [(request, context)])
+            scored.lines = self._lines(batch, champions.recovery, [request])[0]
         except Exception:  # estimates are a courtesy; the decision stands without them
             scored.lines = []
         return scored
@@ -271,61 +280,87 @@ class ModelScorer:
             decision = max(decision, by_score, key=order.__getitem__)
         return Assessment(decision, tuple(all_reasons), score, version, False, extra)
 
-    def _lines(self, batch, recovery: RecoveryModel | None, request: CreateReturn) -> list[LineEstimate]:
-        out = []
-        lines = batch.lines
-        category = lines["category"]
-        for index, line in enumerate(request.lines):
-            condition = line.condition or "new"
-            unit_paid = float(lines["unit_paid"][index])
-            refund = None
-            if not math.isnan(unit_paid):
-                merchandise = unit_paid * line.quantity
-                rate = (
-                    float(self.policy.restocking_fee_rate(category[index], line.condition, line.reason))
-                    if line.condition
-                    else 0.0
-                )
-                refund = round(merchandise * (1 - rate), 2)
-            disposition, estimate = STATIC_ROUTING.get(condition), None
-            if recovery is not None and not math.isnan(unit_paid):
-                disposition, estimate = _route(recovery, lines, index, condition, line, batch.header)
-            out.append(LineEstimate(index + 1, lines["sku"][index], condition, disposition, estimate, refund))
+    def _lines(
+        self, requests, recovery: RecoveryModel | None, creates: Sequence[CreateReturn]
+    ) -> list[list[LineEstimate]]:
+        """Per request, per line: refund estimate and the recommended disposition with its recovery
+        estimate. `requests` holds the requests' lines one after another (as
+        `features.online.assemble_many` puts them); every feasible disposition of every line is estimated in one booster call."""
+        lines, header = requests.lines, requests.header
+        category, unit_paid = lines["category"], lines["unit_paid"]
+        rows: list[np.ndarray] = []  # a recovery row per (line, feasible disposition)
+        routed: list[tuple[LineEstimate, tuple[str, ...], int]] = []  # (estimate, its options, quantity)
+        out: list[list[LineEstimate]] = []
+        position = 0  # the line's place among every request's lines
+        for index, request in enumerate(creates):
+            mine = []
+            for number, line in enumerate(request.lines, start=1):
+                condition = line.condition or "new"
+                paid = float(unit_paid[position])
+                known = not math.isnan(paid)
+                refund = None
+                if known:
+                    rate = (
+                        float(
+                            self.policy.restocking_fee_rate(category[position], line.condition, line.reason)
+                        )
+                        if line.condition
+                        else 0.0
+                    )
+                    refund = round(paid * line.quantity * (1 - rate), 2)
+                estimate = LineEstimate(number, lines["sku"][position], condition, None, None, refund)
+                if recovery is None or not known:
+                    estimate.recommended_disposition = STATIC_ROUTING.get(condition)
+                elif feasible := FEASIBLE.get(condition, ()):
+                    rows += _recovery_rows(
+                        recovery, lines, position, condition, line, header, index, feasible
+                    )
+                    routed.append((estimate, feasible, line.quantity))
+                mine.append(estimate)
+                position += 1
+            out.append(mine)
+        if routed:
+            assert recovery is not None
+            values = recovery.rows.predict_rows(np.stack(rows))[:, 0]
+            taken = 0
+            for estimate, feasible, quantity in routed:
+                estimates = [float(value) * quantity for value in values[taken : taken + len(feasible)]]
+                taken += len(feasible)
+                best = int(np.argmax(estimates))
+                estimate.recommended_disposition = feasible[best]
+                estimate.recovery_estimate = round(estimates[best], 2)
         return out
 
 
-def _route(
-    model: RecoveryModel, lines, index: int, condition: str, line, header
-) -> tuple[str | None, float | None]:
-    """The feasible disposition with the highest estimated recovery for one line, and that estimate."""
-    options = FEASIBLE.get(condition, ())
-    if not options:
-        return None, None
-    placed = header["order_placed"][0]
-    days = (header["t"][0] - placed) / 86_400_000_000 if not math.isnan(placed) else math.nan
+def _recovery_rows(
+    model: RecoveryModel, lines, position: int, condition: str, line, header, index: int, feasible
+) -> list[np.ndarray]:
+    """The recovery model's rows for one line, one per feasible disposition (in that order)."""
+    placed = header["order_placed"][index]
+    days = (header["t"][index] - placed) / 86_400_000_000 if not math.isnan(placed) else math.nan
     base = {
-        "category": lines["category"][index],
+        "category": lines["category"][position],
         "brand": None,
         "condition": condition,
         "reason": line.reason,
         "location_kind": None,
         "quantity": float(line.quantity),
-        "unit_price": float(lines["unit_paid"][index]),
+        "unit_price": float(lines["unit_paid"][position]),
         "list_price": math.nan,
         "unit_cost": math.nan,
         "days_since_purchase": days,
-        "receiptless": float(isinstance(header["order_id"][0], type(None))),
+        "receiptless": float(isinstance(header["order_id"][index], type(None))),
         "style_return_rate": math.nan,
     }
     codes = model.codes
     row = np.array([_encode(codes, name, base.get(name)) for name in model.features], dtype=np.float64)
     where = model.features.index("disposition")
-    estimates = []
-    for option in options:
-        row[where] = _encode(codes, "disposition", option)
-        estimates.append(float(model.rows.predict(row)[0]) * line.quantity)
-    best = int(np.argmax(estimates))
-    return options[best], round(estimates[best], 2)
+    out = []
+    for option in feasible:
+        one = row.copy()
+        one[where] = _encode(codes, "disposition", option)
+        out.append(one)
+    return out
 
 
 def _encode(codes: dict[str, dict[Any, int]], name: str, value: Any) -> float:

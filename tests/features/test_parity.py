@@ -13,7 +13,7 @@ from sqlalchemy import Engine, insert
 from features.catalogue import FRAUD_FEATURES_V1
 from features.engine import compute
 from features.offline import fraud_features, recompute_before, write_product_snapshots
-from features.online import assemble, merge, online_features, reads, stored_request
+from features.online import assemble_many, online_features, reads, stored_request
 from oms.driver import Driver
 from oms.frames import load_frame
 from oms.importer import import_directory
@@ -82,7 +82,7 @@ def test_online_equals_offline_for_every_feature(loaded: Engine) -> None:
         assert mismatches == {}
         # the same requests scored together (as the API batches them): read together (on PostgreSQL
         # one statement per kind of read for the whole group: every request must get exactly its own
-        # rows, in the same order), merged inputs, one computation, the very same values as alone (an
+        # rows, in the same order), their inputs assembled together, one computation, the very same values as alone (an
         # answer must not depend on its batch-mates, not even in the last bit); each group ends with its
         # first request again (the same customer, cards and devices twice in one batch must not count
         # each other's history) and mixes linked accounts in
@@ -91,14 +91,7 @@ def test_online_equals_offline_for_every_feature(loaded: Engine) -> None:
             group = ids[start : start + 37] + ids[start : start + 1]
             together = db.run_each([reads(db, requests[return_id]) for return_id in group])
             assert _typed(together) == _typed([rows_alone[return_id] for return_id in group])
-            values = compute(
-                *merge(
-                    [
-                        assemble(db, requests[return_id], rows)
-                        for return_id, rows in zip(group, together, strict=True)
-                    ]
-                )
-            )
+            values = compute(*assemble_many(db, [requests[return_id] for return_id in group], together))
             for position, return_id in enumerate(group):
                 for feature in FRAUD_FEATURES_V1:
                     a, b = alone[return_id][feature.name], float(values[feature.name][position])

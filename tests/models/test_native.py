@@ -65,9 +65,33 @@ def test_rows_in_any_layout_give_the_same_answer(row: np.ndarray) -> None:
         np.testing.assert_array_equal(predictor.predict(single), predictor.predict(single.astype(np.float64)))
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=arrays(
+        np.float64,
+        st.tuples(st.integers(1, 12), st.just(COLUMNS)),
+        elements=st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.just(float("nan"))),
+    ),
+    objective=st.sampled_from(sorted(BOOSTERS)),
+    kind=st.sampled_from(["normal", "raw", "contrib"]),
+)
+def test_rows_together_equal_each_row_alone(rows: np.ndarray, objective: str, kind: str) -> None:
+    """A batch of rows in one call gives each row exactly what it gets alone (the scores of a batch are
+    the scores served alone), whatever the matrix layout."""
+    predictor = PREDICTORS[objective]
+    expected = np.stack([predictor.predict(row, kind) for row in rows])
+    for layout in (rows, np.asfortranarray(rows), rows.tolist()):
+        together = predictor.predict_rows(layout, kind)
+        assert together.shape == expected.shape
+        np.testing.assert_array_equal(together, expected)
+
+
 def test_wrong_width_is_refused() -> None:
     with pytest.raises(ValueError, match="takes 6 features, the row has 5"):
         PREDICTORS["binary"].predict(np.zeros(5))
+    with pytest.raises(ValueError, match=r"takes 6 features, the rows have shape \(2, 5\)"):
+        PREDICTORS["binary"].predict_rows(np.zeros((2, 5)))
+    assert PREDICTORS["binary"].predict_rows(np.zeros((0, COLUMNS)), "contrib").shape == (0, COLUMNS + 1)
 
 
 def test_threads_each_get_their_own_handle_and_the_right_answers() -> None:
