@@ -298,6 +298,24 @@ def isin(values: np.ndarray, options: tuple) -> np.ndarray:
 # --- feature groups ---------------------------------------------------------------------------------
 
 
+_REASONS = tuple(REASON_SHARES.values())
+_REASON_CODE = {reason: code for code, reason in enumerate(_REASONS)}
+
+
+def _reason_shares(req: np.ndarray, reasons: np.ndarray, line_count: np.ndarray, n: int) -> Arrays:
+    """Per request, the share of its lines with each reason of REASON_SHARES: one count of (reason,
+    request) pairs for all of them, not a comparison, a count and a division per reason."""
+    if len(reasons) <= 64:  # one request's few lines: a dict lookup each
+        codes = np.fromiter((_REASON_CODE.get(r, -1) for r in reasons), dtype=np.int64, count=len(reasons))
+    else:
+        codes = pd.Index(_REASONS).get_indexer(np.asarray(reasons, dtype=object)).astype(np.int64)
+    known = codes >= 0
+    counts = np.bincount(codes[known] * n + req[known], minlength=len(_REASONS) * n).reshape(len(_REASONS), n)
+    shares = np.full(counts.shape, np.nan)
+    np.divide(counts, line_count, out=shares, where=line_count > 0)
+    return {name: shares[k] for k, name in enumerate(REASON_SHARES)}
+
+
 def _sizes_per_style(req: np.ndarray, style: np.ndarray, size: np.ndarray) -> dict[tuple[int, object], int]:
     """Distinct sizes of each (request, style) among the order's lines."""
     if len(req) < SMALL_BATCH:  # one request (serving): plain Python beats vectorising
@@ -373,9 +391,7 @@ def request_features(r: Requests) -> Arrays:
         has_order, _ratio(_per_request(pay_req, amounts * (methods == "cash"), n), paid), np.nan
     )
     out["tender_count"] = np.where(has_order, np.bincount(pay_req, minlength=n).astype(float), np.nan)
-    reasons = np.asarray(lines["reason"], dtype=object)
-    for name, reason in REASON_SHARES.items():
-        out[name] = _ratio(_per_request(req, reasons == reason, n), line_count)
+    out.update(_reason_shares(req, lines["reason"], line_count, n))
     # bracketing: returned lines of a style the order holds in two or more sizes
     spread = _sizes_per_style(order_req, order_lines["style_id"], order_lines["size"])
     keys = [(int(q), s) for q, s in zip(req, lines["style_id"], strict=True)]
@@ -447,6 +463,20 @@ def _first_uses(
     return customer_code[first], link_code[first], np.asarray(t, dtype=np.int64)[first], customers
 
 
+def _shared(customer: np.ndarray, kind: np.ndarray, value: np.ndarray) -> bool:
+    """Whether some card, device or postcode is used by two different accounts (a missing id or value
+    counting as one key, as `factorize` codes it): without one, nobody is linked. For the few rows of
+    an online request (most customers share nothing), a dict instead of the pairing below."""
+    first_user: dict[tuple[object, object], object] = {}
+    for who, what, which in zip(customer, kind, value, strict=True):
+        who = None if who is None or who != who else who
+        what = None if what is None or what != what else what
+        which = None if which is None or which != which else which
+        if first_user.setdefault((what, which), who) != who:
+            return True
+    return False
+
+
 def linked_accounts(
     customer: np.ndarray, t: np.ndarray, links: Arrays, reviews: Arrays
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -454,7 +484,9 @@ def linked_accounts(
     and how many of them had a fraud/abuse decision before t."""
     valid = np.array([c is not None and c == c for c in customer], dtype=bool)
     zero = np.where(valid, 0.0, np.nan)
-    if len(links["customer_id"]) == 0:
+    if len(links["customer_id"]) == 0 or (
+        len(links["customer_id"]) <= 64 and not _shared(links["customer_id"], links["kind"], links["value"])
+    ):
         return zero, zero.copy()
     who, link, since, customers = _first_uses(links["customer_id"], links["kind"], links["value"], links["t"])
     # all ordered pairs of accounts sharing a link value: group by value, pair every member with every other

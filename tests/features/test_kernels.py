@@ -129,3 +129,68 @@ def test_text_through_the_dictionary_equals_row_by_row(values) -> None:
 
     series = pd.Series(values, dtype="string[pyarrow]")
     assert list(_text(series, repeated=True)) == list(_text(series)) == values
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from([None, float("nan"), "C1", "C2", 3, 4]),
+            st.sampled_from(["card", "device", "postcode"]),
+            st.sampled_from([None, float("nan"), "v1", "v2", 7]),
+            st.integers(0, 20),
+        ),
+        max_size=60,
+    ),
+    queries=st.lists(
+        st.tuples(st.sampled_from([None, "C1", "C2", 3, 4]), st.integers(0, 25)), min_size=1, max_size=4
+    ),
+)
+def test_nobody_linked_shortcut_equals_the_pairing(rows, queries) -> None:
+    """The dict check of a request's few link rows (is any card, device or postcode used by two accounts?)
+    answers as the pairing does: when it says no, the full computation finds nobody linked."""
+    links = {
+        "customer_id": np.array([r[0] for r in rows], dtype=object),
+        "kind": np.array([r[1] for r in rows], dtype=object),
+        "value": np.array([r[2] for r in rows], dtype=object),
+        "t": np.array([r[3] * DAY_US for r in rows], dtype=np.int64),
+    }
+    reviews = {
+        "customer_id": np.array(["C1", 4], dtype=object),
+        "t": np.array([2 * DAY_US, 5 * DAY_US], dtype=np.int64),
+        "bad": np.array([1.0, 1.0]),
+    }
+    customer = np.array([q for q, _ in queries], dtype=object)
+    t = np.array([d * DAY_US for _, d in queries], dtype=np.int64)
+    shortcut = engine.linked_accounts(customer, t, links, reviews)
+    original = engine._shared
+    engine._shared = lambda *_: True  # always pair
+    try:
+        paired = engine.linked_accounts(customer, t, links, reviews)
+    finally:
+        engine._shared = original
+    for fast, full in zip(shortcut, paired, strict=True):
+        np.testing.assert_array_equal(fast, full)
+    if rows and not engine._shared(links["customer_id"], links["kind"], links["value"]):
+        valid = np.array([c is not None for c in customer])
+        np.testing.assert_array_equal(paired[0], np.where(valid, 0.0, np.nan))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    lines=st.lists(
+        st.tuples(st.integers(0, 5), st.sampled_from([*engine.REASON_SHARES.values(), "other", None])),
+        max_size=90,
+    )
+)
+def test_reason_shares_equal_one_share_per_reason(lines) -> None:
+    """All reason shares from one count equal each reason's count over the request's lines, for the few
+    lines of one request (dict lookups) and for many (pandas), bit for bit."""
+    n = 6
+    req = np.array([q for q, _ in lines], dtype=np.int64)
+    reasons = np.array([r for _, r in lines], dtype=object)
+    line_count = np.bincount(req, minlength=n).astype(float)
+    found = engine._reason_shares(req, reasons, line_count, n)
+    for name, reason in engine.REASON_SHARES.items():
+        expected = engine._ratio(engine._per_request(req, reasons == reason, n), line_count)
+        np.testing.assert_array_equal(found[name], expected)
