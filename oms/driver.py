@@ -247,7 +247,8 @@ def _for_all_sql(text: str, names: tuple[str, ...], kinds: tuple[str | None, ...
     def travels(name: str) -> str:
         return "json" if kind[name].startswith("list:") else kind[name]
 
-    columns = ", ".join(f":a_{name}::{travels(name)}[]" for name in arrays)
+    # the arrays travel in binary (%b): no quoting and escaping of every element as text
+    columns = ", ".join(f"%(a_{name})b::{travels(name)}[]" for name in arrays)
     aliases = ", ".join(f"p_{name}" for name in arrays)
     return (
         f"SELECT recoup_member.member, q.* FROM unnest({columns}) WITH ORDINALITY"
