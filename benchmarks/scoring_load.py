@@ -5,7 +5,8 @@
 Starts the API (`python -m api.serve`, --processes N sharing the port; default 2 on 2 cores) with a
 champion model trained on the history, then:
 1. the floor: the authenticated no-op GET /v1/ping, maximum throughput with keep-alive clients (closed
-   loops with each of --max-clients, default 8 and 32);
+   loops with each of --max-clients, default 8, 32 and 64: the more clients wait, the more scores a
+   batch holds);
 2. POST /v1/returns/score at a fixed rate (open loop, default 300 req/s): p50/p95/p99 latency, errors,
    after the floor's latency at the same rate (the no-op, paced the same way);
 3. POST /v1/returns/score maximum throughput (closed loops with the same client counts), the best as a
@@ -287,7 +288,7 @@ def main() -> None:
         "--max-clients",
         type=int,
         nargs="+",
-        default=[8, 32],
+        default=[8, 32, 64],
         help="the closed loops (floor and maximum) run with each of these client counts; the best counts",
     )
     parser.add_argument(
