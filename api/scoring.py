@@ -285,7 +285,8 @@ class ModelScorer:
     ) -> list[list[LineEstimate]]:
         """Per request, per line: refund estimate and the recommended disposition with its recovery
         estimate. `requests` holds the requests' lines one after another (as
-        `features.online.assemble_many` puts them); every feasible disposition of every line is estimated in one booster call."""
+        `features.online.assemble_many` puts them); every feasible disposition of every line is
+        estimated in one booster call."""
         lines, header = requests.lines, requests.header
         category, unit_paid = lines["category"], lines["unit_paid"]
         rows: list[np.ndarray] = []  # a recovery row per (line, feasible disposition)
