@@ -6,7 +6,8 @@ about 80 microseconds before a tree is walked, more than a small model's whole p
 output, and predicts one float64 row in place. The handles are per thread (the C side reuses a buffer
 per handle), created on first use and freed with the predictor. A batch of rows (the scores served
 together) goes to `LGBM_BoosterPredictForMat` in one call instead: the trees are walked row after row in
-C, with no Python between the rows (TreeSHAP: ~15 % less per row than one row at a time).
+C, with no Python between the rows (TreeSHAP on the fraud champion, 16 rows: 128 us per row against
+173 us one at a time, measured on the 2026-12-02 machine); a single row keeps the single-row handle.
 """
 
 from __future__ import annotations
