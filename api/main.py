@@ -35,10 +35,11 @@ def _state_from_settings() -> AppState:
 
     settings = get_settings()
 
-    def engine_for(url: str):
-        return (
-            make_engine(url) if url.startswith("sqlite") else make_engine(url, pool_size=20, max_overflow=20)
-        )
+    def engine_for(url: str, *, scoring: bool = False):
+        if url.startswith("sqlite"):
+            return None if scoring else make_engine(url)
+        # scoring's reads only go through `oms.driver`: it keeps their prepared statements itself
+        return make_engine(url, driver_prepares=scoring, pool_size=20, max_overflow=20)
 
     engine = engine_for(settings.database_url)
     holder = ModelHolder(
@@ -53,7 +54,10 @@ def _state_from_settings() -> AppState:
         serving_log=ServingLogWriter(engine),
         score_max_batch=settings.score_max_batch,
         score_batch_wait=settings.score_batch_wait_ms / 1000,
-        read_engine=engine_for(settings.scoring_database_url) if settings.scoring_database_url else None,
+        read_engine=(
+            engine_for(settings.scoring_database_url, scoring=True) if settings.scoring_database_url else None
+        ),
+        score_engine=engine_for(settings.database_url, scoring=True),
     )
     chooser = _recovery_chooser(holder)
     if chooser is not None:
@@ -96,7 +100,7 @@ def create_app(state: AppState | None = None) -> FastAPI:
         if state is not None and state.serving_log is not None:
             state.serving_log.close()
         if built and state is not None:  # the engines this process made (a caller's state keeps its own)
-            for engine in (state.engine, state.read_engine):
+            for engine in (state.engine, state.read_engine, state.score_engine):
                 if engine is not None:
                     engine.dispose()
 

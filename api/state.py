@@ -65,8 +65,13 @@ class AppState:
     score_max_batch: int = 32  # most scores served together (`api.batching`)
     score_batch_wait: float = 0.0  # seconds a batch waits for company while the server is busy
     batchers: dict[str, Batcher] = field(default_factory=dict)  # per process, made on first use
-    # where scores read first (their transactions only read): a replica of `engine`, say; None: `engine`
+    # where scores read first (their transactions only read): a replica of `engine`, say; None: the
+    # state database
     read_engine: Engine | None = None
+    # where scores read the state database: a second pool on it whose connections psycopg prepares
+    # nothing on, so that `oms.driver` keeps the scoring reads' prepared statements itself
+    # (`make_engine(driver_prepares=True)`); None: `engine`
+    score_engine: Engine | None = None
     read_engine_failed_at: float = -float("inf")  # time.monotonic() of its last failure
     read_engine_rest: float = 30.0  # seconds scores read `engine` after a failure of `read_engine`
 

@@ -6,6 +6,12 @@ of a batch is named-parameter SQL text, translated once per text for the driver,
 whole batch goes in one psycopg pipeline: one network round trip, prepared after a few uses. SQLite
 runs them one after another (it is in process). Statements run on the caller's connection, so inside
 the caller's transaction.
+
+On a PostgreSQL connection that psycopg prepares nothing on (`prepare_threshold=None`: the scoring
+engine's, `oms.db.make_engine(driver_prepares=True)`), the pipeline goes straight to libpq instead,
+and this driver keeps the connection's prepared statements itself: a third of psycopg's client CPU for
+a dozen small reads (`_Pipeline`). Only there, because psycopg drops every prepared statement of the
+connection, its own and ours, after a ROLLBACK when it has prepared any itself.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import datetime as dt
 import functools
 import json
 import re
+import select
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -50,6 +57,15 @@ class Driver:
         self.raw = connection.connection.driver_connection
         self.postgres = connection.dialect.name == "postgresql"
         self.sent = 0  # statements this driver has sent (`run_each` sends one per kind of read)
+        # the statements this driver prepared on this connection (its pool entry's info lives as long
+        # as the connection), when psycopg prepares none there
+        self._pipeline: _Pipeline | None = None
+        if self.postgres and self.raw.prepare_threshold is None:
+            info = connection.connection.info
+            prepared = info.get("recoup_prepared")
+            if prepared is None or prepared.connection is not self.raw:  # a new connection behind it
+                prepared = info["recoup_prepared"] = _Pipeline(self.raw)
+            self._pipeline = prepared
 
     def sql(self, text: str) -> str:
         """`text` with :named parameters in the driver's style (cached per text)."""
@@ -83,6 +99,10 @@ class Driver:
                 return [cursor.execute(self.sql(text), params).fetchall() for text, params in statements]
             finally:
                 cursor.close()
+        if self._pipeline is not None:
+            return self._pipeline.run(
+                [(self.sql(text), params) for text, params in statements], end_transaction
+            )
         cursors = [self.raw.cursor() for _ in range(len(statements) + end_transaction)]
         try:
             with self.raw.pipeline():
@@ -145,6 +165,159 @@ class Driver:
                 index, position = answered[row[0] - 1]
                 out[index][position].append(row[1:])
         return out
+
+
+_PLACEHOLDER = re.compile(r"%\(([a-z_0-9]+)\)([sb])|%%")
+PREPARED_MAX = 512  # statements prepared per connection; past that, the rest are sent unprepared
+
+
+@functools.lru_cache(maxsize=2048)
+def _numbered(query: str) -> tuple[bytes, tuple[str, ...], tuple[bool, ...]]:
+    """A psycopg-style query (%(name)s, %(name)b binary, %% a percent sign) as libpq's $n placeholders:
+    (the query, the parameter names in $n order, whether each travels binary). A name used twice is one
+    parameter."""
+    names: list[str] = []
+    binary: list[bool] = []
+
+    def number(match: re.Match) -> str:
+        if match.group(0) == "%%":
+            return "%"
+        name, kind = match.group(1), match.group(2)
+        if name in names:
+            if binary[names.index(name)] != (kind == "b"):
+                raise ValueError(f"parameter {name} is used both as %s and as %b")
+        else:
+            names.append(name)
+            binary.append(kind == "b")
+        return f"${names.index(name) + 1}"
+
+    return _PLACEHOLDER.sub(number, query).encode(), tuple(names), tuple(binary)
+
+
+class _Pipeline:
+    """One pipeline of statements straight on libpq, under a psycopg connection that prepares nothing
+    itself (`prepare_threshold=None`), so that none of psycopg's ROLLBACK-time `DEALLOCATE ALL` can drop
+    the statements prepared here.
+
+    Parameters are dumped and rows loaded by psycopg's own adapters (`psycopg.adapt.Transformer`), in
+    the formats psycopg uses, so rows come back exactly as psycopg's cursors give them. Each text is
+    prepared under a name of this connection the first time it runs, in the same pipeline (once past
+    `PREPARED_MAX` names, the rest run unprepared). Outside a transaction, the pipeline starts with the
+    BEGIN psycopg would send (the connection's isolation level, read-only and deferrable settings);
+    `end_transaction` ends it with COMMIT. A statement that fails raises the error psycopg would raise
+    for it, after the pipeline is read to its end: the connection is left idle in a failed transaction,
+    for the caller to roll back, as psycopg leaves it."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = {}  # (query, types) -> its name
+        self.named = 0  # names given so far (a name is never given twice)
+
+    def _begin(self) -> bytes:
+        connection = self.connection
+        parts = [b"BEGIN"]
+        if connection.isolation_level is not None:
+            parts += [b"ISOLATION LEVEL", connection.isolation_level.name.replace("_", " ").encode()]
+        if connection.read_only is not None:
+            parts.append(b"READ ONLY" if connection.read_only else b"READ WRITE")
+        if connection.deferrable is not None:
+            parts.append(b"DEFERRABLE" if connection.deferrable else b"NOT DEFERRABLE")
+        return b" ".join(parts)
+
+    def run(self, statements: Sequence[Statement], end_transaction: bool) -> list[list[tuple]]:
+        from psycopg import ProgrammingError, errors, pq
+        from psycopg.adapt import PyFormat, Transformer
+
+        if not statements and not end_transaction:
+            return []
+        connection, pgconn = self.connection, self.connection.pgconn
+        if pgconn.pipeline_status != pq.PipelineStatus.OFF:
+            raise RuntimeError("the connection is in a pipeline already")
+        transformer = Transformer(connection)
+        # every parameter dumped before anything is sent: a bad one fails here, with nothing sent
+        dumped = []
+        for query, params in statements:
+            text, names, binary = _numbered(query)
+            missing = [name for name in names if name not in params]
+            if missing:
+                raise ProgrammingError(f"query parameter missing: {', '.join(missing)}")
+            values = transformer.dump_sequence(
+                [params[name] for name in names], [PyFormat.BINARY if b else PyFormat.AUTO for b in binary]
+            )
+            dumped.append((text, values, tuple(transformer.types or ()), list(transformer.formats or ())))
+        # what each result answers: a command (BEGIN, COMMIT), a prepare (its key), a statement (its number)
+        expected: list[tuple[str, Any]] = []
+        pgconn.enter_pipeline_mode()
+        try:
+            if pgconn.transaction_status == pq.TransactionStatus.IDLE and not connection.autocommit:
+                pgconn.send_query_params(self._begin(), None)
+                expected.append(("command", None))
+            for number, (text, values, types, formats) in enumerate(dumped):
+                key = (text, types)
+                name = self.prepared.get(key)
+                if name is None and len(self.prepared) < PREPARED_MAX:
+                    self.named += 1
+                    name = self.prepared[key] = f"_recoup_{self.named}".encode()  # until it fails
+                    pgconn.send_prepare(name, text, param_types=types)
+                    expected.append(("prepare", key))
+                if name is None:
+                    pgconn.send_query_params(text, values, param_types=types, param_formats=formats)
+                else:
+                    pgconn.send_query_prepared(name, values, param_formats=formats)
+                expected.append(("rows", number))
+            if end_transaction:
+                pgconn.send_query_params(b"COMMIT", None)
+                expected.append(("command", None))
+            pgconn.pipeline_sync()
+            results = self._communicate(pgconn)
+            pgconn.exit_pipeline_mode()
+        except BaseException:
+            # the protocol is in an unknown state (the network failed, say): the connection is closed,
+            # so that the pool replaces it instead of lending it again
+            for kind, key in expected:
+                if kind == "prepare":
+                    self.prepared.pop(key, None)
+            connection.close()
+            raise
+        out: list[list[tuple]] = [[] for _ in statements]
+        failure: Exception | None = None
+        ok = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
+        for (kind, what), result in zip(expected, results, strict=True):
+            if result.status not in ok:  # failed, or skipped after a failure (PIPELINE_ABORTED)
+                if kind == "prepare":
+                    del self.prepared[what]
+                if failure is None and result.status == pq.ExecStatus.FATAL_ERROR:
+                    failure = errors.error_from_result(result, encoding=connection.info.encoding)
+                continue
+            if kind == "rows":
+                transformer.set_pgresult(result)
+                out[what] = transformer.load_rows(0, result.ntuples, tuple)
+        if failure is not None:
+            raise failure
+        return out
+
+    @staticmethod
+    def _communicate(pgconn: Any) -> list[Any]:
+        """Send what is queued, then collect one result per command up to the pipeline's sync."""
+        from psycopg import pq
+
+        poll = select.poll()
+        poll.register(pgconn.socket, select.POLLIN | select.POLLOUT)
+        while pgconn.flush():  # with a large batch the socket's buffer fills: read while waiting
+            poll.poll()
+            pgconn.consume_input()
+        poll.modify(pgconn.socket, select.POLLIN)
+        results: list[Any] = []
+        while True:
+            while pgconn.is_busy():
+                poll.poll()
+                pgconn.consume_input()
+            result = pgconn.get_result()
+            if result is None:  # the end of one command's results
+                continue
+            if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                return results
+            results.append(result)
 
 
 _BIGINT = range(-(2**63), 2**63)

@@ -151,9 +151,10 @@ def _score_many(state, bodies: Sequence[ReturnCreate]) -> list[ScoreOut | Except
     database, and so is the whole batch if the replica fails (down, or a query cancelled by replay);
     then the replica rests for `state.read_engine_rest` seconds (30), so that a replica that is down
     does not cost every batch a failed connection."""
+    primary = state.score_engine or state.engine
     resting = time.monotonic() - state.read_engine_failed_at < state.read_engine_rest
     if state.read_engine is None or resting:
-        return _scores(state, bodies, state.engine)
+        return _scores(state, bodies, primary)
     try:
         out = _scores(state, bodies, state.read_engine)
     except DBAPIError as exc:
@@ -163,12 +164,10 @@ def _score_many(state, bodies: Sequence[ReturnCreate]) -> list[ScoreOut | Except
             str(exc.orig)[:200],
             state.read_engine_rest,
         )
-        return _scores(state, bodies, state.engine)
+        return _scores(state, bodies, primary)
     unknown = [i for i, result in enumerate(out) if isinstance(result, UnknownReferenceError)]
     if unknown:
-        for i, result in zip(
-            unknown, _scores(state, [bodies[i] for i in unknown], state.engine), strict=True
-        ):
+        for i, result in zip(unknown, _scores(state, [bodies[i] for i in unknown], primary), strict=True):
             out[i] = result
     return out
 

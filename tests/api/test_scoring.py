@@ -30,7 +30,7 @@ from oms.tables import Return, ServingLog
 from oms.uow import unit_of_work
 from recoup.settings import DEFAULT_POLICY_PATH
 from simulator.retailer import SimulationConfig, simulate
-from tests.conftest import fresh_sqlite
+from tests.conftest import fresh_sqlite, truncate
 
 NOW = dt.datetime(2024, 11, 1, tzinfo=dt.UTC)
 
@@ -59,6 +59,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> 
         & ~orders["order_id"].isin(returned)
     ]
     return {
+        "retailer": base / "retailer",
         "url": url,
         "engine": engine,
         "fraud": fraud,
@@ -360,3 +361,73 @@ def test_a_request_that_breaks_the_batch_degrades_alone(trained: dict) -> None:
     assert together[0].score == alone[0] and together[2].score == alone[2]
     assert together[1].score is None and together[1].decision in ("approve", "review", "deny")
     assert [len(one.lines) for one in scorer.scored] == [1, 0, 1]
+
+
+def test_scores_on_postgresql_through_the_drivers_own_pipeline(
+    trained: dict, live_server, postgres_url: str
+) -> None:
+    """On PostgreSQL, scores read through the scoring engine (`make_engine(driver_prepares=True)`: the
+    driver's own pipeline on libpq and its own prepared statements) answer exactly as through psycopg's
+    cursors, alone and batched, and as return creation scores the same request."""
+    truncate(postgres_url)
+    engine = make_engine(postgres_url)
+    import_directory(trained["retailer"], engine)
+    write_product_snapshots(engine)
+    scoring = make_engine(postgres_url, driver_prepares=True)
+    with unit_of_work(engine) as session:
+        key = create_key(session, "till", ["returns:read", "returns:write"])
+    holder = ModelHolder(lambda: (trained["fraud"], trained["recovery"]), interval=3600)
+    holder.refresh()
+    state = AppState(
+        engine=engine,
+        policy=load_policy(DEFAULT_POLICY_PATH),
+        clock=lambda: NOW,
+        models=holder,
+        serving_log=ServingLogWriter(engine, interval=0.05),
+    )
+    live_server.app.state.recoup = state
+    headers = {"Authorization": f"Bearer {key}"}
+    bodies = [_body(trained, 70 + index) for index in range(8)]
+    bodies.append(bodies[0])  # the same customer twice in one batch
+    try:
+        with httpx.Client(base_url=live_server.url, timeout=30, headers=headers) as client:
+            through_psycopg = [client.post("/v1/returns/score", json=body).json() for body in bodies]
+            state.score_engine = scoring
+            alone = [client.post("/v1/returns/score", json=body) for body in bodies]
+            state.score_batch_wait = 0.3  # while busy, a batch waits 0.3 s for company: all of these join it
+            state.batchers.clear()
+            client.post("/v1/returns/score", json=bodies[0])  # the server is busy from now on
+            answers: dict[int, httpx.Response] = {}
+            gate = threading.Barrier(len(bodies))
+
+            def send(index: int, body: dict) -> None:
+                with httpx.Client(base_url=live_server.url, timeout=30, headers=headers) as own:
+                    gate.wait()
+                    answers[index] = own.post("/v1/returns/score", json=body)
+
+            threads = [threading.Thread(target=send, args=item) for item in enumerate(bodies)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert state.batchers["score"].largest >= 3
+            created = client.post("/v1/returns", json=bodies[1])
+            assert created.status_code == 201, created.text
+        for index, expected in enumerate(through_psycopg):
+            assert expected["degraded"] is False and expected["model_version"] == "1"
+            for got in (alone[index], answers[index]):
+                assert got.status_code == 200, got.text
+                got = got.json()
+                assert got["score"] == pytest.approx(expected["score"], abs=1e-12), index
+                for field in ("decision", "band", "reasons", "model_reasons", "lines"):
+                    assert got[field] == expected[field], (index, field)
+        assert created.json()["score"] == pytest.approx(through_psycopg[1]["score"], abs=1e-12)
+        with scoring.connect() as connection:  # the driver prepared the scoring reads itself
+            names = connection.exec_driver_sql("SELECT name FROM pg_prepared_statements").scalars().all()
+        assert any(name.startswith("_recoup_") for name in names)
+        assert not any(name.startswith("_pg3_") for name in names)
+    finally:
+        live_server.app.state.recoup = None
+        state.serving_log.close()
+        scoring.dispose()
+        engine.dispose()

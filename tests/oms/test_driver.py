@@ -4,16 +4,21 @@ backends."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from decimal import Decimal
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, insert
 
 from features.online import _micros, _number
+from oms.db import make_engine
 from oms.driver import Driver, _translate
 from oms.tables import Order, Payment
+from oms.uow import unit_of_work
+from tests.conftest import truncate
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -184,3 +189,128 @@ def test_run_each_keeps_each_requests_order_whatever_the_plan(engine: Engine) ->
         together = db.run_each(requests)
         assert _typed(together) == _typed([db.run(statements) for statements in requests])
         assert all([row[1] for row in rows[0]] == [2.0, 1.0, 0.0] for rows in together)
+
+
+@pytest.fixture
+def prepared_engines(postgres_url: str) -> Iterator[tuple[Engine, Engine]]:
+    """PostgreSQL twice: psycopg's cursors (they prepare), and the driver's own pipeline (psycopg
+    prepares nothing; `make_engine(driver_prepares=True)`)."""
+    truncate(postgres_url)
+    engines = make_engine(postgres_url), make_engine(postgres_url, driver_prepares=True)
+    yield engines
+    for one in engines:
+        one.dispose()
+
+
+def _ours(connection) -> list[str]:
+    """The names of the statements the driver prepared on this connection (psycopg's are _pg3_*)."""
+    rows = connection.exec_driver_sql("SELECT name FROM pg_prepared_statements ORDER BY name").all()
+    return [name for (name,) in rows if not name.startswith("_pg3_")]
+
+
+def test_the_drivers_own_pipeline_reads_what_psycopg_reads(prepared_engines) -> None:
+    """Straight on libpq, every read gives the rows psycopg's cursors give (values, types, order), alone
+    and batched (binary arrays, a batch too big for one socket buffer), whether it is prepared now or
+    was before; each text is prepared once per connection, by the driver, never by psycopg."""
+    cursors, own = prepared_engines
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    _orders_with_payments(
+        own,
+        {
+            f"O{i:04}": (base + dt.timedelta(hours=i), [Decimal(137 * k + i).scaleb(-2) for k in range(3)])
+            for i in range(600)
+        },
+    )
+    reads = [
+        (
+            "SELECT p.payment_id, EPOCH_US(o.placed_at), FLOAT8(p.amount), p.amount, o.placed_at, o.channel "
+            "FROM payments p JOIN orders o ON o.order_id = p.order_id "
+            "WHERE p.order_id = :order_id AND o.placed_at < :before ORDER BY p.payment_id",
+            {"order_id": "O0007", "before": base + dt.timedelta(days=30)},
+        ),
+        (
+            "SELECT order_id FROM orders WHERE order_id = ANY(:ids) ORDER BY order_id",
+            {"ids": ["O0003", "O0001"]},
+        ),
+        (
+            "SELECT COUNT(*), :none::text IS NULL, 100 %% 7 FROM orders WHERE order_id <> :id",
+            {"none": None, "id": "x"},
+        ),
+        (
+            "SELECT :big::bigint, :small::int, :f::float8, :t::timestamptz",
+            {"big": 2**40, "small": 3, "f": 0.5, "t": base},
+        ),
+    ]
+    many = [
+        [(reads[0][0], {"order_id": f"O{i:04}", "before": base + dt.timedelta(days=i)})] for i in range(600)
+    ]
+    with cursors.connect() as theirs, own.connect() as mine:
+        expected = Driver(theirs).run(reads)
+        expected_many = Driver(theirs).run_each(many)
+        db = Driver(mine)
+        for _ in range(3):  # prepared on the first run, reused after
+            assert _typed([db.run(reads)]) == _typed([expected])
+            assert _typed(db.run_each(many)) == _typed(expected_many)
+        names = _ours(mine)
+        assert len(names) == len(reads) + 1  # and the batched read's text, once
+        assert all(name.startswith("_recoup_") for name in names)
+        assert mine.connection.driver_connection.prepare_threshold is None
+    with own.connect() as again:  # the pool lends the same connection: nothing is prepared twice
+        assert _typed([Driver(again).run(reads)]) == _typed([expected])
+        assert _ours(again) == names
+
+
+def test_the_drivers_own_pipeline_begins_fails_and_rolls_back_as_psycopg_does(prepared_engines) -> None:
+    """Outside a transaction the pipeline begins one with the connection's settings (a read-only unit
+    of work is READ ONLY and REPEATABLE READ); a failing statement raises psycopg's error for it and
+    leaves the transaction failed for the caller to roll back; a text whose prepare failed is not kept;
+    statements prepared before survive the rollback."""
+    _, own = prepared_engines
+    ok = ("SELECT COUNT(*) FROM orders WHERE channel = :channel", {"channel": "web"})
+    with unit_of_work(own, write=False) as session:
+        db = Driver(session.connection())
+        settings_read = db.run(
+            [
+                ok,
+                (
+                    "SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only')",
+                    {},
+                ),
+            ]
+        )
+        assert settings_read[1] == [("repeatable read", "on")]
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction), unit_of_work(own, write=False) as session:
+        Driver(session.connection()).run(
+            [("INSERT INTO orders (order_id, channel, placed_at) VALUES ('X', 'web', now())", {})]
+        )
+    fresh = (
+        "SELECT COUNT(*) FROM orders WHERE channel = :channel AND order_id <> :id",
+        {"channel": "web", "id": "x"},
+    )
+    division = ("SELECT 1 / (COUNT(*) - COUNT(*)) FROM orders WHERE channel = :channel", {"channel": "web"})
+    with own.connect() as connection:
+        raw = connection.connection.driver_connection
+        Driver(connection).run([ok])
+        before = _ours(connection)
+        connection.rollback()
+    with pytest.raises(psycopg.errors.DivisionByZero), unit_of_work(own, write=False) as session:
+        connection = session.connection()
+        assert connection.connection.driver_connection is raw  # the pool's one connection, again
+        try:  # the text after the division is prepared in the pipeline too, and that prepare is skipped
+            Driver(connection).run([ok, division, ok, fresh])
+        finally:
+            assert raw.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR
+    for _ in range(2):  # the failed prepare was not kept: the typo is parsed again, and fails as a typo
+        with pytest.raises(psycopg.errors.SyntaxError), unit_of_work(own, write=False) as session:
+            Driver(session.connection()).run([("SELEC 1 WHERE :x", {"x": 1})])
+    with own.connect() as connection:
+        assert raw.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE  # rolled back
+        db = Driver(connection)
+        assert db.run([ok, ok, fresh]) == [[(0,)], [(0,)], [(0,)]]  # the skipped prepare is made now
+        after = _ours(connection)
+        assert set(before) <= set(after)  # the rollbacks dropped nothing prepared before
+        assert len(after) == len(before) + 2  # the division's text (prepared before it failed), the fresh one
+        assert db.run([ok], end_transaction=True) == [[(0,)]]
+        assert raw.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with own.connect() as connection, pytest.raises(psycopg.ProgrammingError, match="order_id"):
+        Driver(connection).run([("SELECT 1 FROM orders WHERE order_id = :order_id", {})])
