@@ -3,12 +3,15 @@
     python benchmarks/features_online.py [--lines 1000000] [--requests 2000] [--url URL]
 
 Samples stored returns across the history, turns each into an incoming request (as of its own time) and
-times `features.online.online_features` alone (one connection, warm statement cache). Target: p99 <= 3 ms.
+times `features.online.online_features` alone (one connection, warm statement cache), twice: through the
+scoring API's engine (`make_engine(driver_prepares=True)`: the driver's own pipeline on libpq) and through
+psycopg's cursors (the state engine). Target: p99 <= 3 ms.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import sys
 import tempfile
@@ -33,6 +36,50 @@ def requests_from_history(engine, count: int):
     return [stored_request(r, grouped[r.return_id]) for r in returns.itertuples()]
 
 
+def measure(paths: dict[str, object], requests) -> None:
+    """Each request through every path in turn (the first path alternating), so that both see the same
+    machine and the same warm database: wall times per request, CPU per request in this process and in
+    each path's PostgreSQL backend."""
+    from features import engine as feature_engine
+    from features.online import gather
+
+    with contextlib.ExitStack() as stack:
+        connections = {label: stack.enter_context(engine.connect()) for label, engine in paths.items()}
+        backends = {
+            label: connection.connection.driver_connection.info.backend_pid
+            for label, connection in connections.items()
+        }
+        for request in requests[:200]:  # warm up: psycopg prepares statements after a few uses
+            for connection in connections.values():
+                feature_engine.compute(*gather(connection, request))
+        times = {label: ([], [], [], [0.0]) for label in paths}  # total, fetch, compute, client CPU
+        database_before = {label: cpu_seconds([pid]) for label, pid in backends.items()}
+        order = list(connections)
+        for number, request in enumerate(requests):
+            for label in order[number % 2 :] + order[: number % 2]:
+                total, fetch, compute, cpu = times[label]
+                c0, t0 = time.process_time(), time.perf_counter()
+                batch, history = gather(connections[label], request)
+                t1 = time.perf_counter()
+                feature_engine.compute(batch, history)
+                t2 = time.perf_counter()
+                cpu[0] += time.process_time() - c0
+                total.append(t2 - t0)
+                fetch.append(t1 - t0)
+                compute.append(t2 - t1)
+        database = {label: cpu_seconds([pid]) - database_before[label] for label, pid in backends.items()}
+    ms = lambda values, q: np.percentile(values, q) * 1000  # noqa: E731
+    for label, (total, fetch, compute, cpu) in times.items():
+        print(
+            f"{label}: requests {len(total):,}; CPU per request: this process {cpu[0] * 1000 / len(total):.2f} ms,"
+            f" its PostgreSQL backend {database[label] * 1000 / len(total):.2f} ms"
+        )
+        for name, values in (("total", total), ("database reads", fetch), ("feature math", compute)):
+            print(
+                f"  {name:<15} p50 {ms(values, 50):6.2f} ms   p95 {ms(values, 95):6.2f} ms   p99 {ms(values, 99):6.2f} ms"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -41,9 +88,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2_000)
     parser.add_argument("--url", help="an already loaded PostgreSQL database (skips simulate + import)")
     args = parser.parse_args()
-    from features import engine as feature_engine
     from features.offline import write_product_snapshots
-    from features.online import gather
     from oms.db import make_engine
 
     with tempfile.TemporaryDirectory(prefix="recoup-online-bench-") as scratch:
@@ -62,35 +107,9 @@ def main() -> None:
         gc.collect()
         gc.freeze()
         print(machine_jitter())
-        with engine.connect() as connection:
-            backend = connection.connection.driver_connection.info.backend_pid
-            for request in requests[:200]:  # warm up: psycopg prepares statements after a few uses
-                feature_engine.compute(*gather(connection, request))
-            cpu_before = (time.process_time(), cpu_seconds([backend]))
-            total, fetch, compute = [], [], []
-            for request in requests:
-                t0 = time.perf_counter()
-                batch, history = gather(connection, request)
-                t1 = time.perf_counter()
-                feature_engine.compute(batch, history)
-                t2 = time.perf_counter()
-                total.append(t2 - t0)
-                fetch.append(t1 - t0)
-                compute.append(t2 - t1)
-            client_ms, database_ms = (
-                (after - before) * 1000 / len(requests)
-                for before, after in zip(
-                    cpu_before, (time.process_time(), cpu_seconds([backend])), strict=True
-                )
-            )
-        ms = lambda values, q: np.percentile(values, q) * 1000  # noqa: E731
-        print(
-            f"requests {len(total):,}; CPU per request: this process {client_ms:.2f} ms, its PostgreSQL backend {database_ms:.2f} ms"
-        )
-        for name, values in (("total", total), ("database reads", fetch), ("feature math", compute)):
-            print(
-                f"{name:<15} p50 {ms(values, 50):6.2f} ms   p95 {ms(values, 95):6.2f} ms   p99 {ms(values, 99):6.2f} ms"
-            )
+        scoring = make_engine(url, driver_prepares=True)
+        measure({"the scoring engine's own pipeline": scoring, "psycopg's cursors": engine}, requests)
+        scoring.dispose()
         if args.url is None:
             engine.dispose()
             fresh_postgres("recoup_online_bench", create=False)
