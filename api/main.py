@@ -37,9 +37,12 @@ def _state_from_settings() -> AppState:
 
     def engine_for(url: str, *, scoring: bool = False):
         if url.startswith("sqlite"):
-            return None if scoring else make_engine(url)
-        # scoring's reads only go through `oms.driver`: it keeps their prepared statements itself
-        return make_engine(url, driver_prepares=scoring, pool_size=20, max_overflow=20)
+            return make_engine(url)
+        if scoring:
+            # scoring's reads only go through `oms.driver`, which keeps their prepared statements itself;
+            # a process serves one batch at a time (on its event loop), so a small pool is enough
+            return make_engine(url, driver_prepares=True, pool_size=2, max_overflow=2)
+        return make_engine(url, pool_size=20, max_overflow=20)
 
     engine = engine_for(settings.database_url)
     holder = ModelHolder(
@@ -57,7 +60,12 @@ def _state_from_settings() -> AppState:
         read_engine=(
             engine_for(settings.scoring_database_url, scoring=True) if settings.scoring_database_url else None
         ),
-        score_engine=engine_for(settings.database_url, scoring=True),
+        # on PostgreSQL, a second pool on the state database for the scores' reads (SQLite: the engine)
+        score_engine=(
+            None
+            if settings.database_url.startswith("sqlite")
+            else engine_for(settings.database_url, scoring=True)
+        ),
     )
     chooser = _recovery_chooser(holder)
     if chooser is not None:

@@ -431,3 +431,42 @@ def test_scores_on_postgresql_through_the_drivers_own_pipeline(
         state.serving_log.close()
         scoring.dispose()
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_api_process_reads_scores_through_its_own_pool(
+    backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """As the API process builds its state from the settings: on PostgreSQL, scores read through a
+    second, small pool on the state database whose connections psycopg prepares nothing on (the driver
+    prepares there itself), while the state engine keeps psycopg's prepared statements; on SQLite
+    there is no second pool. A scoring database gets a pool of the scoring kind either way."""
+    from api.main import _state_from_settings
+    from recoup.settings import get_settings
+
+    if backend == "sqlite":
+        url = fresh_sqlite(request.getfixturevalue("sqlite_template"), tmp_path)
+        replica = fresh_sqlite(request.getfixturevalue("sqlite_template"), tmp_path)
+    else:
+        url = replica = request.getfixturevalue("postgres_url")
+    monkeypatch.setenv("RECOUP_DATABASE_URL", url)
+    monkeypatch.setenv("RECOUP_SCORING_DATABASE_URL", replica)
+    monkeypatch.setenv("RECOUP_VAR_DIR", str(tmp_path / "var"))
+    get_settings.cache_clear()
+    state = _state_from_settings()
+    try:
+        assert state.read_engine is not None and state.read_engine.url.render_as_string() != ""
+        if backend == "sqlite":
+            assert state.score_engine is None
+            return
+        assert state.score_engine is not None and state.score_engine.pool.size() == 2
+        for engine, threshold in ((state.engine, 5), (state.score_engine, None), (state.read_engine, None)):
+            with engine.connect() as connection:
+                assert connection.connection.driver_connection.prepare_threshold == threshold
+    finally:
+        state.models.stop()
+        state.serving_log.close()
+        for engine in (state.engine, state.read_engine, state.score_engine):
+            if engine is not None:
+                engine.dispose()
+        get_settings.cache_clear()
