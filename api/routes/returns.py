@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Annotated
 
+import psycopg
 from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import or_, select
 from sqlalchemy.exc import DBAPIError
@@ -157,11 +158,11 @@ def _score_many(state, bodies: Sequence[ReturnCreate]) -> list[ScoreOut | Except
         return _scores(state, bodies, primary)
     try:
         out = _scores(state, bodies, state.read_engine)
-    except DBAPIError as exc:
+    except (DBAPIError, psycopg.Error) as exc:  # through SQLAlchemy, or from the driver's own pipeline
         state.read_engine_failed_at = time.monotonic()
         log.warning(
             "the scoring database failed (%s); scoring on the state database for %.0f s",
-            str(exc.orig)[:200],
+            str(getattr(exc, "orig", None) or exc)[:200],
             state.read_engine_rest,
         )
         return _scores(state, bodies, primary)

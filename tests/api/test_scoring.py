@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
 import threading
 import time
@@ -12,7 +13,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 
 from api.scoring import ModelHolder
 from api.serving_log import ServingLogWriter
@@ -426,7 +427,52 @@ def test_scores_on_postgresql_through_the_drivers_own_pipeline(
             names = connection.exec_driver_sql("SELECT name FROM pg_prepared_statements").scalars().all()
         assert any(name.startswith("_recoup_") for name in names)
         assert not any(name.startswith("_pg3_") for name in names)
+        # a scoring database whose connection dies under the driver's pipeline (its backend terminated
+        # between two scores): the score is read from the state database instead, and the pool replaces
+        # the dead connection
+        state.read_engine = make_engine(postgres_url, driver_prepares=True)
+        with httpx.Client(base_url=live_server.url, timeout=30, headers=headers) as client:
+            assert client.post("/v1/returns/score", json=bodies[2]).status_code == 200
+            with state.read_engine.connect() as connection:
+                pid = connection.connection.driver_connection.info.backend_pid
+            with engine.begin() as connection:
+                assert connection.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar_one()
+            assert state.read_engine_failed_at == -float("inf")
+            failed_over = client.post("/v1/returns/score", json=bodies[2])
+            assert failed_over.status_code == 200, failed_over.text
+            assert state.read_engine_failed_at > -float("inf")  # it failed, and the state database answered
+            assert failed_over.json()["score"] == pytest.approx(through_psycopg[2]["score"], abs=1e-12)
+            state.read_engine_failed_at = -float("inf")  # its rest is over: read there again, afresh
+            assert client.post("/v1/returns/score", json=bodies[3]).json()["score"] == pytest.approx(
+                through_psycopg[3]["score"], abs=1e-12
+            )
+            with state.read_engine.connect() as connection:
+                assert connection.connection.driver_connection.info.backend_pid != pid
+            # a scoring database that refuses a read (a statement cancelled by replay on a replica, say;
+            # here a role that may not read): the transaction rolls back cleanly, the driver's error
+            # reaches the fallback as psycopg raised it, and the state database answers
+            role = f"recoup_noread_{os.getpid()}"
+            with engine.begin() as connection:
+                connection.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
+                connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+            try:
+                state.read_engine.dispose()
+                state.read_engine = make_engine(
+                    make_url(postgres_url).set(username=role).render_as_string(hide_password=False),
+                    driver_prepares=True,
+                )
+                state.read_engine_failed_at = -float("inf")
+                refused = client.post("/v1/returns/score", json=bodies[4])
+                assert refused.status_code == 200, refused.text
+                assert state.read_engine_failed_at > -float("inf")
+                assert refused.json()["score"] == pytest.approx(through_psycopg[4]["score"], abs=1e-12)
+            finally:
+                state.read_engine.dispose()
+                with engine.begin() as connection:
+                    connection.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
     finally:
+        if state.read_engine is not None:
+            state.read_engine.dispose()
         live_server.app.state.recoup = None
         state.serving_log.close()
         scoring.dispose()
