@@ -54,6 +54,7 @@ class Driver:
     """Runs named-parameter SQL on the connection's DB-API driver (sqlite3 or psycopg 3)."""
 
     def __init__(self, connection: Connection) -> None:
+        self.connection = connection
         self.raw = connection.connection.driver_connection
         self.postgres = connection.dialect.name == "postgresql"
         self.sent = 0  # statements this driver has sent (`run_each` sends one per kind of read)
@@ -100,9 +101,13 @@ class Driver:
             finally:
                 cursor.close()
         if self._pipeline is not None:
-            return self._pipeline.run(
-                [(self.sql(text), params) for text, params in statements], end_transaction
-            )
+            try:
+                return self._pipeline.run(
+                    [(self.sql(text), params) for text, params in statements], end_transaction
+                )
+            except _Broken as broken:  # invalidated, so that the pool replaces it
+                self.connection.invalidate(broken.error)
+                raise broken.error from None
         cursors = [self.raw.cursor() for _ in range(len(statements) + end_transaction)]
         try:
             with self.raw.pipeline():
@@ -167,31 +172,47 @@ class Driver:
         return out
 
 
-_PLACEHOLDER = re.compile(r"%\(([a-z_0-9]+)\)([sb])|%%")
+_PLACEHOLDER = re.compile(r"%\(([a-z_0-9]+)\)([sb])|%%|%")
 PREPARED_MAX = 512  # statements prepared per connection; past that, the rest are sent unprepared
+# a prepared statement that no longer holds: gone from the session (DEALLOCATE ALL, DISCARD ALL), or
+# planned against a table whose columns changed type since ("cached plan must not change result type")
+_GONE, _STALE = "26000", "0A000"
 
 
 @functools.lru_cache(maxsize=2048)
-def _numbered(query: str) -> tuple[bytes, tuple[str, ...], tuple[bool, ...]]:
-    """A psycopg-style query (%(name)s, %(name)b binary, %% a percent sign) as libpq's $n placeholders:
-    (the query, the parameter names in $n order, whether each travels binary). A name used twice is one
-    parameter."""
+def _numbered(query: str, encoding: str) -> tuple[bytes, tuple[str, ...], tuple[bool, ...]]:
+    """A psycopg-style query (%(name)s, %(name)b binary, %% a percent sign) as libpq's $n placeholders,
+    in the connection's encoding: (the query, the parameter names in $n order, whether each travels
+    binary). A name used twice is one parameter. Anything else after a % is refused, as psycopg does."""
+    from psycopg import ProgrammingError
+
     names: list[str] = []
     binary: list[bool] = []
 
     def number(match: re.Match) -> str:
         if match.group(0) == "%%":
             return "%"
+        if match.group(0) == "%":
+            raise ProgrammingError(f"only '%(name)s', '%(name)b' and '%%' may follow a %: {query[:200]}")
         name, kind = match.group(1), match.group(2)
         if name in names:
             if binary[names.index(name)] != (kind == "b"):
-                raise ValueError(f"parameter {name} is used both as %s and as %b")
+                raise ProgrammingError(f"parameter {name} is used both as %s and as %b")
         else:
             names.append(name)
             binary.append(kind == "b")
         return f"${names.index(name) + 1}"
 
-    return _PLACEHOLDER.sub(number, query).encode(), tuple(names), tuple(binary)
+    return _PLACEHOLDER.sub(number, query).encode(encoding), tuple(names), tuple(binary)
+
+
+class _Broken(Exception):
+    """The protocol failed under the pipeline (the network, a lost synchronisation): the connection
+    cannot be used again; `Driver.run` invalidates it in the pool and raises `error`."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Pipeline:
@@ -206,12 +227,16 @@ class _Pipeline:
     BEGIN psycopg would send (the connection's isolation level, read-only and deferrable settings);
     `end_transaction` ends it with COMMIT. A statement that fails raises the error psycopg would raise
     for it, after the pipeline is read to its end: the connection is left idle in a failed transaction,
-    for the caller to roll back, as psycopg leaves it."""
+    for the caller to roll back, as psycopg leaves it. A prepare that failed or was skipped is
+    forgotten; so is a prepared statement that no longer holds (the session lost it: every name is
+    forgotten; a table it reads changed: that one is closed), so the next run prepares it again, as
+    psycopg recovers after its ROLLBACK. Like psycopg, it holds the connection's lock while it talks."""
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self.prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = {}  # (query, types) -> its name
         self.named = 0  # names given so far (a name is never given twice)
+        self.to_close: list[bytes] = []  # stale names, closed at the start of the next pipeline
 
     def _begin(self) -> bytes:
         connection = self.connection
@@ -228,16 +253,18 @@ class _Pipeline:
         from psycopg import ProgrammingError, errors, pq
         from psycopg.adapt import PyFormat, Transformer
 
-        if not statements and not end_transaction:
-            return []
         connection, pgconn = self.connection, self.connection.pgconn
+        idle = pgconn.transaction_status == pq.TransactionStatus.IDLE
+        if not statements and (not end_transaction or idle):
+            return []
         if pgconn.pipeline_status != pq.PipelineStatus.OFF:
             raise RuntimeError("the connection is in a pipeline already")
         transformer = Transformer(connection)
+        encoding = connection.info.encoding
         # every parameter dumped before anything is sent: a bad one fails here, with nothing sent
         dumped = []
         for query, params in statements:
-            text, names, binary = _numbered(query)
+            text, names, binary = _numbered(query, encoding)
             missing = [name for name in names if name not in params]
             if missing:
                 raise ProgrammingError(f"query parameter missing: {', '.join(missing)}")
@@ -245,49 +272,62 @@ class _Pipeline:
                 [params[name] for name in names], [PyFormat.BINARY if b else PyFormat.AUTO for b in binary]
             )
             dumped.append((text, values, tuple(transformer.types or ()), list(transformer.formats or ())))
-        # what each result answers: a command (BEGIN, COMMIT), a prepare (its key), a statement (its number)
-        expected: list[tuple[str, Any]] = []
-        pgconn.enter_pipeline_mode()
-        try:
-            if pgconn.transaction_status == pq.TransactionStatus.IDLE and not connection.autocommit:
-                pgconn.send_query_params(self._begin(), None)
-                expected.append(("command", None))
-            for number, (text, values, types, formats) in enumerate(dumped):
-                key = (text, types)
-                name = self.prepared.get(key)
-                if name is None and len(self.prepared) < PREPARED_MAX:
-                    self.named += 1
-                    name = self.prepared[key] = f"_recoup_{self.named}".encode()  # until it fails
-                    pgconn.send_prepare(name, text, param_types=types)
-                    expected.append(("prepare", key))
-                if name is None:
-                    pgconn.send_query_params(text, values, param_types=types, param_formats=formats)
-                else:
-                    pgconn.send_query_prepared(name, values, param_formats=formats)
-                expected.append(("rows", number))
-            if end_transaction:
-                pgconn.send_query_params(b"COMMIT", None)
-                expected.append(("command", None))
-            pgconn.pipeline_sync()
-            results = self._communicate(pgconn)
-            pgconn.exit_pipeline_mode()
-        except BaseException:
-            # the protocol is in an unknown state (the network failed, say): the connection is closed,
-            # so that the pool replaces it instead of lending it again
-            for kind, key in expected:
-                if kind == "prepare":
-                    self.prepared.pop(key, None)
-            connection.close()
-            raise
+        # what each result answers: a command (BEGIN, COMMIT, a close), a prepare (its key), or a
+        # statement (its number, and the key it ran prepared under)
+        expected: list[tuple[str, Any, Any]] = []
+        with connection.lock:
+            pgconn.enter_pipeline_mode()
+            try:
+                closing, self.to_close = self.to_close, []
+                for name in closing if hasattr(pgconn, "send_close_prepared") else ():
+                    pgconn.send_close_prepared(name)  # closing a name that is gone is no error
+                    expected.append(("command", None, None))
+                if idle and not connection.autocommit:
+                    pgconn.send_query_params(self._begin(), None)
+                    expected.append(("command", None, None))
+                for number, (text, values, types, formats) in enumerate(dumped):
+                    key = (text, types)
+                    name = self.prepared.get(key)
+                    if name is None and len(self.prepared) < PREPARED_MAX:
+                        self.named += 1
+                        name = self.prepared[key] = f"_recoup_{self.named}".encode()  # until it fails
+                        pgconn.send_prepare(name, text, param_types=types)
+                        expected.append(("prepare", key, None))
+                    if name is None:
+                        pgconn.send_query_params(text, values, param_types=types, param_formats=formats)
+                    else:
+                        pgconn.send_query_prepared(name, values, param_formats=formats)
+                    expected.append(("rows", number, key if name is not None else None))
+                if end_transaction:
+                    pgconn.send_query_params(b"COMMIT", None)
+                    expected.append(("command", None, None))
+                pgconn.pipeline_sync()
+                results = self._communicate(pgconn, len(expected))
+                pgconn.exit_pipeline_mode()
+            except BaseException as exc:
+                # the protocol is in an unknown state (the network failed, say): this connection is
+                # done with; what this pipeline prepared is forgotten with it
+                for kind, key, _ in expected:
+                    if kind == "prepare":
+                        self.prepared.pop(key, None)
+                raise _Broken(exc) from exc
         out: list[list[tuple]] = [[] for _ in statements]
         failure: Exception | None = None
         ok = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
-        for (kind, what), result in zip(expected, results, strict=True):
+        for (kind, what, key), result in zip(expected, results, strict=True):
+            if kind == "rows" and result.status == pq.ExecStatus.COMMAND_OK:  # as psycopg's fetchall
+                failure = failure or ProgrammingError("the last operation didn't produce records")
+                continue
             if result.status not in ok:  # failed, or skipped after a failure (PIPELINE_ABORTED)
                 if kind == "prepare":
                     del self.prepared[what]
-                if failure is None and result.status == pq.ExecStatus.FATAL_ERROR:
-                    failure = errors.error_from_result(result, encoding=connection.info.encoding)
+                if result.status == pq.ExecStatus.FATAL_ERROR:
+                    error = errors.error_from_result(result, encoding=encoding)
+                    if kind == "rows" and key is not None:
+                        self._forget(key, error.sqlstate)
+                    failure = failure or error
+                elif result.status != pq.ExecStatus.PIPELINE_ABORTED:
+                    failure = failure or errors.DatabaseError(f"unexpected result: {result.status.name}")
                 continue
             if kind == "rows":
                 transformer.set_pgresult(result)
@@ -296,10 +336,19 @@ class _Pipeline:
             raise failure
         return out
 
+    def _forget(self, key: tuple[bytes, tuple[int, ...]], sqlstate: str | None) -> None:
+        """A prepared statement failed: forget it if it no longer holds (`_GONE`, `_STALE`)."""
+        if sqlstate == _GONE:  # the session lost its prepared statements: every name is gone
+            self.prepared.clear()
+            self.to_close.clear()
+        elif sqlstate == _STALE and key in self.prepared:
+            self.to_close.append(self.prepared.pop(key))
+
     @staticmethod
-    def _communicate(pgconn: Any) -> list[Any]:
-        """Send what is queued, then collect one result per command up to the pipeline's sync."""
-        from psycopg import pq
+    def _communicate(pgconn: Any, commands: int) -> list[Any]:
+        """Send what is queued, then collect one result per command (`commands` of them) and the
+        pipeline's sync."""
+        from psycopg import OperationalError, pq
 
         poll = select.poll()
         poll.register(pgconn.socket, select.POLLIN | select.POLLOUT)
@@ -313,10 +362,16 @@ class _Pipeline:
                 poll.poll()
                 pgconn.consume_input()
             result = pgconn.get_result()
-            if result is None:  # the end of one command's results
+            if result is None:  # the end of one command's results, or a connection that broke
+                if pgconn.status == pq.ConnStatus.BAD:
+                    raise OperationalError("the connection is lost")
                 continue
             if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                if len(results) != commands:
+                    raise OperationalError(f"{len(results)} results for {commands} commands")
                 return results
+            if result.status in (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT, pq.ExecStatus.COPY_BOTH):
+                raise OperationalError("COPY is not supported in the driver's pipeline")
             results.append(result)
 
 

@@ -3,7 +3,10 @@ backends."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import socket
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -11,7 +14,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, delete, insert
+from sqlalchemy import Engine, delete, insert, make_url
 
 from features.online import _micros, _number
 from oms.db import make_engine
@@ -312,5 +315,101 @@ def test_the_drivers_own_pipeline_begins_fails_and_rolls_back_as_psycopg_does(pr
         assert len(after) == len(before) + 2  # the division's text (prepared before it failed), the fresh one
         assert db.run([ok], end_transaction=True) == [[(0,)]]
         assert raw.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    with own.connect() as connection, pytest.raises(psycopg.ProgrammingError, match="order_id"):
-        Driver(connection).run([("SELECT 1 FROM orders WHERE order_id = :order_id", {})])
+    # what psycopg's cursors refuse, the driver's own pipeline refuses too: a missing parameter, a stray
+    # percent sign, a statement that gives no rows
+    for engine in prepared_engines:
+        for statement, message in (
+            (("SELECT 1 FROM orders WHERE order_id = :order_id", {}), "order_id"),
+            (("SELECT '50%' WHERE :x = 1", {"x": 1}), "%"),
+            (("SET LOCAL work_mem = '8MB'", {}), "didn't produce records"),
+        ):
+            with engine.connect() as connection, pytest.raises(psycopg.ProgrammingError, match=message):
+                Driver(connection).run([statement])
+
+
+def test_the_drivers_own_pipeline_recovers_from_stale_statements_and_a_broken_connection(
+    prepared_engines, postgres_url: str
+) -> None:
+    """A prepared statement that no longer holds fails once, as under psycopg, and is prepared again:
+    a table it reads changed type (the stale name is closed), or the session lost every prepared
+    statement (DEALLOCATE ALL). A connection whose protocol breaks under the pipeline (a proxy garbles
+    the server's reply) raises at once instead of waiting forever, and the pool replaces it."""
+    cursors, own = prepared_engines
+    with cursors.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE IF EXISTS driver_scratch")
+        connection.exec_driver_sql("CREATE TABLE driver_scratch (id int PRIMARY KEY, v int)")
+        connection.exec_driver_sql("INSERT INTO driver_scratch VALUES (1, 7)")
+    read = [("SELECT v FROM driver_scratch WHERE id = :id", {"id": 1})]
+    try:
+        with own.connect() as connection:
+            db = Driver(connection)
+            assert db.run(read, end_transaction=True) == [[(7,)]]
+            [stale] = _ours(connection)
+            with cursors.begin() as other:
+                other.exec_driver_sql("ALTER TABLE driver_scratch ALTER COLUMN v TYPE bigint")
+            with pytest.raises(psycopg.errors.FeatureNotSupported, match="result type"):
+                db.run(read)
+            connection.rollback()
+            connection.connection.driver_connection.rollback()
+            assert db.run(read, end_transaction=True) == [[(7,)]]
+            assert stale not in _ours(connection) and len(_ours(connection)) == 1  # closed, made anew
+            connection.connection.driver_connection.execute("DEALLOCATE ALL")
+            with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+                db.run(read)
+            connection.connection.driver_connection.rollback()
+            assert db.run(read, end_transaction=True) == [[(7,)]]
+            assert len(_ours(connection)) == 1
+    finally:
+        with cursors.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE driver_scratch")
+    # a proxy between the driver and PostgreSQL that garbles the server's next reply once armed
+    armed = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pump(source: socket.socket, target: socket.socket, garble: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if garble and armed.is_set():
+                    armed.clear()
+                    data = b"X\x7f\xff\xff\xff" + data  # a message of no known type and absurd length
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    def proxy() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                server = socket.create_connection(("127.0.0.1", make_url(postgres_url).port or 5432))
+                threading.Thread(target=pump, args=(client, server, False), daemon=True).start()
+                threading.Thread(target=pump, args=(server, client, True), daemon=True).start()
+
+    threading.Thread(target=proxy, daemon=True).start()
+    proxied = make_url(postgres_url).set(host="127.0.0.1", port=listener.getsockname()[1])
+    engine = make_engine(proxied.render_as_string(hide_password=False), driver_prepares=True)
+    outcome: list[BaseException | None] = []
+
+    def garbled() -> None:
+        try:
+            with engine.connect() as connection:
+                Driver(connection).run([("SELECT 1 WHERE :x = 1", {"x": 1})])
+                armed.set()
+                Driver(connection).run([("SELECT 2 WHERE :x = 1", {"x": 1}), ("SELECT 3", {})])
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    try:
+        with engine.connect() as connection:
+            first = connection.connection.driver_connection.info.backend_pid
+        worker = threading.Thread(target=garbled, daemon=True)
+        worker.start()
+        worker.join(timeout=20)
+        assert not worker.is_alive(), "the pipeline hung on a broken connection"
+        assert isinstance(outcome[0], psycopg.OperationalError), outcome
+        with engine.connect() as connection:  # the broken connection was invalidated: a new one
+            assert connection.connection.driver_connection.info.backend_pid != first
+            assert Driver(connection).run([("SELECT 4 WHERE :x = 1", {"x": 1})]) == [[(4,)]]
+    finally:
+        engine.dispose()
+        listener.close()
