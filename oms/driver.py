@@ -206,6 +206,14 @@ def _numbered(query: str, encoding: str) -> tuple[bytes, tuple[str, ...], tuple[
     return _PLACEHOLDER.sub(number, query).encode(encoding), tuple(names), tuple(binary)
 
 
+@functools.cache
+def _can_close() -> bool:
+    """Whether libpq can close a prepared statement by protocol (PQsendClosePrepared, libpq 17+)."""
+    from psycopg import pq
+
+    return pq.version() >= 170000
+
+
 class _Broken(Exception):
     """The protocol failed under the pipeline (the network, a lost synchronisation): the connection
     cannot be used again; `Driver.run` invalidates it in the pool and raises `error`."""
@@ -279,7 +287,7 @@ class _Pipeline:
             pgconn.enter_pipeline_mode()
             try:
                 closing, self.to_close = self.to_close, []
-                for name in closing if hasattr(pgconn, "send_close_prepared") else ():
+                for name in closing:
                     pgconn.send_close_prepared(name)  # closing a name that is gone is no error
                     expected.append(("command", None, None))
                 if idle and not connection.autocommit:
@@ -311,16 +319,18 @@ class _Pipeline:
                     if kind == "prepare":
                         self.prepared.pop(key, None)
                 raise _Broken(exc) from exc
-        out: list[list[tuple]] = [[] for _ in statements]
+        # first every result's bookkeeping, then the rows: a row that fails to load must not leave a
+        # failed prepare remembered. The first statement that failed on the server is the error, as
+        # psycopg's cursors would raise it; else the first that gave no rows.
         failure: Exception | None = None
+        rowless: Exception | None = None
         ok = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
         for (kind, what, key), result in zip(expected, results, strict=True):
-            if kind == "rows" and result.status == pq.ExecStatus.COMMAND_OK:  # as psycopg's fetchall
-                failure = failure or ProgrammingError("the last operation didn't produce records")
-                continue
-            if result.status not in ok:  # failed, or skipped after a failure (PIPELINE_ABORTED)
+            if kind == "rows" and result.status == pq.ExecStatus.COMMAND_OK:
+                rowless = rowless or ProgrammingError("the last operation didn't produce records")
+            elif result.status not in ok:  # failed, or skipped after a failure (PIPELINE_ABORTED)
                 if kind == "prepare":
-                    del self.prepared[what]
+                    self.prepared.pop(what, None)  # (gone already if an earlier failure cleared all)
                 if result.status == pq.ExecStatus.FATAL_ERROR:
                     error = errors.error_from_result(result, encoding=encoding)
                     if kind == "rows" and key is not None:
@@ -328,27 +338,35 @@ class _Pipeline:
                     failure = failure or error
                 elif result.status != pq.ExecStatus.PIPELINE_ABORTED:
                     failure = failure or errors.DatabaseError(f"unexpected result: {result.status.name}")
-                continue
+        if failure is not None or rowless is not None:
+            raise failure or rowless  # type: ignore[misc]
+        out: list[list[tuple]] = [[] for _ in statements]
+        for (kind, what, _), result in zip(expected, results, strict=True):
             if kind == "rows":
                 transformer.set_pgresult(result)
                 out[what] = transformer.load_rows(0, result.ntuples, tuple)
-        if failure is not None:
-            raise failure
         return out
 
     def _forget(self, key: tuple[bytes, tuple[int, ...]], sqlstate: str | None) -> None:
-        """A prepared statement failed: forget it if it no longer holds (`_GONE`, `_STALE`)."""
-        if sqlstate == _GONE:  # the session lost its prepared statements: every name is gone
+        """A prepared statement failed: forget it if it no longer holds (`_GONE`, `_STALE`). What is
+        forgotten is closed at the start of the next pipeline (closing a name the session lost is no
+        error), where libpq can (PQsendClosePrepared, libpq 17 and later); elsewhere it stays on the
+        server until the connection closes."""
+        if sqlstate == _GONE:  # the session lost some or all of its statements: forget every name
+            forgotten = list(self.prepared.values())
             self.prepared.clear()
-            self.to_close.clear()
         elif sqlstate == _STALE and key in self.prepared:
-            self.to_close.append(self.prepared.pop(key))
+            forgotten = [self.prepared.pop(key)]
+        else:
+            return
+        if _can_close():
+            self.to_close += forgotten
 
     @staticmethod
     def _communicate(pgconn: Any, commands: int) -> list[Any]:
         """Send what is queued, then collect one result per command (`commands` of them) and the
         pipeline's sync."""
-        from psycopg import OperationalError, pq
+        from psycopg import NotSupportedError, OperationalError, pq
 
         poll = select.poll()
         poll.register(pgconn.socket, select.POLLIN | select.POLLOUT)
@@ -357,21 +375,28 @@ class _Pipeline:
             pgconn.consume_input()
         poll.modify(pgconn.socket, select.POLLIN)
         results: list[Any] = []
+        ended = False  # the last result was the end of a command's results
         while True:
             while pgconn.is_busy():
                 poll.poll()
                 pgconn.consume_input()
             result = pgconn.get_result()
             if result is None:  # the end of one command's results, or a connection that broke
-                if pgconn.status == pq.ConnStatus.BAD:
-                    raise OperationalError("the connection is lost")
+                if pgconn.status == pq.ConnStatus.BAD or ended:
+                    message = pgconn.get_error_message()
+                    if isinstance(message, bytes):
+                        message = message.decode(errors="replace")
+                    message = message.strip()
+                    raise OperationalError(f"the connection is lost: {message or 'no result'}")
+                ended = True
                 continue
+            ended = False
             if result.status == pq.ExecStatus.PIPELINE_SYNC:
                 if len(results) != commands:
                     raise OperationalError(f"{len(results)} results for {commands} commands")
                 return results
             if result.status in (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT, pq.ExecStatus.COPY_BOTH):
-                raise OperationalError("COPY is not supported in the driver's pipeline")
+                raise NotSupportedError("COPY is not supported in the driver's pipeline")
             results.append(result)
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import psycopg
 from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import or_, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, PendingRollbackError
 from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse
 
@@ -158,7 +158,8 @@ def _score_many(state, bodies: Sequence[ReturnCreate]) -> list[ScoreOut | Except
         return _scores(state, bodies, primary)
     try:
         out = _scores(state, bodies, state.read_engine)
-    except (DBAPIError, psycopg.Error) as exc:  # through SQLAlchemy, or from the driver's own pipeline
+    # through SQLAlchemy, from the driver's own pipeline, or a transaction the failure left to roll back
+    except (DBAPIError, psycopg.Error, PendingRollbackError) as exc:
         state.read_engine_failed_at = time.monotonic()
         log.warning(
             "the scoring database failed (%s); scoring on the state database for %.0f s",

@@ -354,11 +354,29 @@ def test_the_drivers_own_pipeline_recovers_from_stale_statements_and_a_broken_co
             assert db.run(read, end_transaction=True) == [[(7,)]]
             assert stale not in _ours(connection) and len(_ours(connection)) == 1  # closed, made anew
             connection.connection.driver_connection.execute("DEALLOCATE ALL")
+            fresh = ("SELECT v + 1 FROM driver_scratch WHERE id = :id", {"id": 1})
             with pytest.raises(psycopg.errors.InvalidSqlStatementName):
-                db.run(read)
+                db.run([*read, fresh])  # a new text in the same pipeline: its prepare is skipped
             connection.connection.driver_connection.rollback()
-            assert db.run(read, end_transaction=True) == [[(7,)]]
-            assert len(_ours(connection)) == 1
+            assert db.run([*read, fresh], end_transaction=True) == [[(7,)], [(8,)]]
+            assert len(_ours(connection)) == 2
+            # the first failure on the server is the error, as psycopg's cursors raise it, and every
+            # result's bookkeeping is done before any row is loaded: a row that cannot load ('infinity'
+            # is no Python date) does not leave the skipped prepare after it remembered
+            later = ("SELECT v + 2 FROM driver_scratch WHERE id = :id", {"id": 1})
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                db.run(
+                    [
+                        ("SELECT 'infinity'::date WHERE :x = 1", {"x": 1}),
+                        ("SELECT 1 / (v - v) FROM driver_scratch WHERE id = :id", {"id": 1}),
+                        later,
+                    ]
+                )
+            connection.connection.driver_connection.rollback()
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                db.run([("SET LOCAL work_mem = '8MB'", {}), ("SELECT 1 / 0 WHERE :x = 1", {"x": 1})])
+            connection.connection.driver_connection.rollback()
+            assert db.run([later], end_transaction=True) == [[(9,)]]
     finally:
         with cursors.begin() as connection:
             connection.exec_driver_sql("DROP TABLE driver_scratch")
