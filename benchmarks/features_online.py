@@ -6,6 +6,10 @@ Samples stored returns across the history, turns each into an incoming request (
 times `features.online.online_features` alone (one connection, warm statement cache), twice: through the
 scoring API's engine (`make_engine(driver_prepares=True)`: the driver's own pipeline on libpq) and through
 psycopg's cursors (the state engine). Target: p99 <= 3 ms.
+
+Then each of a request's reads alone (`features.online.reads`, in its order), on the scoring engine: the
+PostgreSQL backend's CPU and the rows per read, so that the reads worth making cheaper stand out (a
+read's fixed cost, a one-row primary-key read's, is what the cheapest ones cost).
 """
 
 from __future__ import annotations
@@ -80,6 +84,38 @@ def measure(paths: dict[str, object], requests) -> None:
             )
 
 
+def per_read(engine, requests) -> None:
+    """Each read of `features.online.reads` alone, for every request in turn: the PostgreSQL backend's
+    CPU per read and the rows it returns."""
+    from features import online
+    from oms.driver import Driver
+
+    names = {
+        online.ORDER_LINES: "the order's lines",
+        online.PAYMENTS: "the order's payments",
+        online.CUSTOMER_ORDERS: "the customer's orders",
+        online.CUSTOMER_RETURNS: "the customer's returns",
+        online.LINKS_AND_REVIEWS: "linked accounts and reviews",
+        online.CUSTOMER_STORE_EMPLOYEE: "store, employee, customer",
+        online.PRODUCTS_PG: "products and their rates",
+    }
+    with engine.connect() as connection:
+        db = Driver(connection)
+        pid = connection.connection.driver_connection.info.backend_pid
+        statements = [online.reads(db, request) for request in requests]
+        kinds = len(statements[0])
+        for kind in range(kinds):
+            for reads in statements[:200]:  # warm: prepared, and the pages in memory
+                db.run([reads[kind]])
+            rows, before = 0, cpu_seconds([pid])
+            for reads in statements:
+                rows += len(db.run([reads[kind]])[0])
+            used = (cpu_seconds([pid]) - before) * 1000 / len(statements)
+            name = names.get(statements[0][kind][0], statements[0][kind][0].split()[0])
+            print(f"  {name:<28} PostgreSQL CPU {used:5.3f} ms per read, {rows / len(statements):5.1f} rows")
+        connection.rollback()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,6 +145,8 @@ def main() -> None:
         print(machine_jitter())
         scoring = make_engine(url, driver_prepares=True)
         measure({"the scoring engine's own pipeline": scoring, "psycopg's cursors": engine}, requests)
+        print("each read alone, on the scoring engine:")
+        per_read(scoring, requests)
         scoring.dispose()
         if args.url is None:
             engine.dispose()
