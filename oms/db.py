@@ -24,7 +24,7 @@ def make_engine(url: str, *, driver_prepares: bool = False, **kwargs: Any) -> En
 
     `driver_prepares` (PostgreSQL): psycopg prepares nothing on the engine's connections, and
     `oms.driver.Driver` keeps its own prepared statements there, sending its reads straight to libpq
-    (a third of the client CPU of psycopg's cursors). For an engine that serves the driver's hot reads
+    (about half the client CPU of psycopg's cursors). For an engine that serves the driver's hot reads
     (the scoring API's); statements through SQLAlchemy are then parsed and planned on every call."""
     url = normalise_url(url)
     parsed = make_url(url)
