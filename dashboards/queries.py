@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, inspect, text
 
+from oms.frames import plain_rows
+
 POSITIVE = ("fraud", "abuse")
 # Reviews that count as a loss-prevention decision: `ReturnService.decide` refuses a second one.
 DECISION_SOURCES = ("rule_flag", "model_flag", "random_audit")
@@ -57,7 +59,8 @@ def read(
         if whole_history and engine.dialect.name == "postgresql":
             connection.execute(text("SET LOCAL enable_nestloop = off"))
         result = connection.execute(text(sql), dict(params or {}))
-        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        columns = list(result.keys())
+        frame = pd.DataFrame(plain_rows(result), columns=columns)
     for column in times:
         frame[column] = _timestamps(frame[column])
     for column in numbers:

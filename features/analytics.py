@@ -57,7 +57,7 @@ from sqlalchemy import (
     Text,
 )
 
-from oms.frames import load_frame
+from oms.frames import load_frame, plain_rows
 from oms.tables import metadata as state_metadata
 
 DIMENSIONS = ("sku", "style_id", "category", "brand", "size", "channel", "location_id", "reason")
@@ -1270,7 +1270,7 @@ def read_table(bind: Engine | Connection, name: str) -> pd.DataFrame:
             return read_table(connection, name)
     columns = list(TABLES[name])
     result = bind.exec_driver_sql(f"SELECT {', '.join(columns)} FROM {name}")
-    frame = pd.DataFrame(result.fetchall(), columns=columns)
+    frame = pd.DataFrame(plain_rows(result), columns=columns)
     for column, dtype in TABLES[name].items():
         values = frame[column]
         if dtype == _T:
