@@ -36,8 +36,12 @@ def test_plain_rows_are_tuples_with_the_rows_values_and_close_the_result(connect
         result.fetchall()
 
 
-def test_plain_rows_of_an_empty_or_consumed_result(connection) -> None:
+def test_plain_rows_of_an_empty_a_partly_consumed_and_an_exhausted_result(connection) -> None:
     assert plain_rows(connection.exec_driver_sql("SELECT a FROM t WHERE a > 5")) == []
     result = connection.exec_driver_sql("SELECT a FROM t ORDER BY a")
     assert result.fetchone() == (1,)
     assert plain_rows(result) == [(2,)]  # the rest, as fetchall would give
+    exhausted = connection.exec_driver_sql("SELECT a FROM t ORDER BY a")
+    assert exhausted.fetchall() == [(1,), (2,)]  # SQLAlchemy lets go of the cursor: nothing is left
+    assert exhausted.cursor is None
+    assert plain_rows(exhausted) == []
