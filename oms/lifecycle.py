@@ -10,9 +10,11 @@ Header states (DESIGN.md section 4):
 Lines carry their own state: received quantity, condition (inspection), disposition. Every command is one
 transaction: the header change, an append-only event (actor, time, from, to, payload), and its side
 effects (inventory movements, refunds and their per-tender allocations, loyalty clawback, exchanges,
-outbox notifications). Concurrent commands on one return are serialised by a row lock on PostgreSQL
-(`SELECT ... FOR UPDATE`) and, on both backends, by an optimistic version check on the header: of two
-conflicting changes exactly one wins, the other gets `ConflictError` or `IllegalTransitionError`.
+outbox notifications). Concurrent commands on the returns of one order are serialised by the order's
+row lock on PostgreSQL (`SELECT ... FOR NO KEY UPDATE`; SQLite has one writer at a time), so what
+remains returnable and refundable is never computed from a stale snapshot; on one return, also by an
+optimistic version check on the header: of two conflicting changes exactly one wins, the other gets
+`ConflictError` or `IllegalTransitionError`.
 """
 
 from __future__ import annotations
@@ -224,8 +226,14 @@ class ReturnService:
     # reading ---------------------------------------------------------------------------------------
 
     def get(self, return_id: str, *, lock: bool = False) -> Return:
+        """The return; `lock`: for a change, after its order's lock (`lock_order`), so that changes to
+        one order's returns happen one after another."""
         query = select(Return).where(Return.return_id == return_id)
-        if lock and self.session.get_bind().dialect.name == "postgresql":
+        if lock and self._row_locks:
+            order_id = self.session.execute(
+                select(Return.order_id).where(Return.return_id == return_id)
+            ).scalar_one_or_none()
+            self.lock_order(order_id)
             query = query.with_for_update()
         found = self.session.execute(query).scalar_one_or_none()
         if found is None:
@@ -233,6 +241,22 @@ class ReturnService:
         if lock:
             self.session.refresh(found)  # another transaction may have committed while we waited
         return found
+
+    def lock_order(self, order_id: str | None) -> None:
+        """Hold the order's row lock until the transaction ends: what remains returnable of its lines and
+        refundable of its tenders is computed from what other transactions committed, never from a
+        snapshot that a concurrent return of the same order is about to change. PostgreSQL only; SQLite
+        runs one writing transaction at a time (BEGIN IMMEDIATE), and a deferred one that read before
+        another committed fails to write (`ConflictError`). Every change locks the order before the
+        return, so two changes never wait for each other's locks."""
+        if order_id is not None and self._row_locks:
+            self.session.execute(
+                select(Order.order_id).where(Order.order_id == order_id).with_for_update(key_share=True)
+            )
+
+    @property
+    def _row_locks(self) -> bool:
+        return self.session.get_bind().dialect.name == "postgresql"
 
     def lines(self, return_id: str) -> list[ReturnLine]:
         return list(
@@ -490,6 +514,7 @@ class ReturnService:
         return Assessment(decision, tuple(reasons))
 
     def create(self, request: CreateReturn, actor: str) -> Return:
+        self.lock_order(request.order_id)
         context = self.context(request)
         assessment = self.assess(request, context)
         return self.create_assessed(request, context, assessment, actor)

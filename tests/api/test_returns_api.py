@@ -139,6 +139,38 @@ def test_conflicting_concurrent_transitions_exactly_one_wins(api: Api, attempt: 
     assert [e["kind"] for e in final["timeline"]] == ["requested", "authorize", winner]
 
 
+def test_overlapping_till_returns_at_once_never_refund_more_than_was_paid(api: Api) -> None:
+    """Ten tills return 2 of the 3 mugs of W-1001 at the same moment, each received and refunded at once:
+    one wins; the others are refused with what remains (1 unit), not refunded a second time."""
+    store_return = {
+        "channel": "store",
+        "order_id": "W-1001",
+        "location_id": "S1",
+        "receive_now": True,
+        "refund_now": True,
+        "lines": [{"order_line_no": 3, "quantity": 2, "reason": "changed_mind"}],
+    }
+    barrier = threading.Barrier(10)
+    results: list[httpx.Response] = []
+
+    def call() -> None:
+        with httpx.Client(base_url=api.url, timeout=30) as client:
+            barrier.wait()
+            results.append(client.post("/v1/returns", json=store_return, headers=api.headers("till")))
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    codes = sorted(r.status_code for r in results)
+    assert codes == [201] + [422] * 9, [r.text for r in results]
+    refused = [r.json()["error"]["message"] for r in results if r.status_code == 422]
+    assert all("only 1 of line 3 remain returnable" in message for message in refused)
+    refunded = [r.json()["refunds"] for r in results if r.status_code == 201][0]
+    assert [Decimal(refund["amount"]) for refund in refunded] == [Decimal("20.00")]  # 2 x (12.50 - 2.50)
+
+
 def _operations(api: Api) -> list[tuple[str, str, str]]:
     schema = api.client.get("/openapi.json").json()
     found = []
