@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -33,7 +34,7 @@ from sqlalchemy import Connection, Engine, func, select, tuple_
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import AddConstraint, DropConstraint
 
-from oms import contract
+from oms import contract, invariants
 from oms.contract import Column, FileSpec
 from oms.errors import ContractError, Problem
 from oms.tables import metadata
@@ -122,10 +123,11 @@ class _CsvSource(_Source):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.name = path.name
-        self.total_rows, self.encoding = _scan_utf8(path)
+        _, self.encoding = _scan_utf8(path)
         with open(path, encoding=self.encoding, newline="") as handle:
             header = next(csv.reader(io.StringIO(handle.readline())), [])
         self.columns = [name.strip() for name in header]
+        self.total_rows = _check_records(path, self.encoding, self.columns)
         if self.total_rows == 0:
             raise ContractError(
                 [Problem(self.name, "has a header but no data rows; leave the file out to load nothing")]
@@ -147,6 +149,88 @@ class _CsvSource(_Source):
         except pd.errors.ParserError as exc:
             detail = str(exc).strip().removeprefix("Error tokenizing data. C error: ")
             raise ContractError([Problem(self.name, f"is not valid CSV: {detail}")]) from exc
+
+
+def _check_records(path: Path, encoding: str, header: list[str]) -> int:
+    """Every record of the file has the header's fields, and every quoted value is closed; the count of
+    data records. A short record would otherwise load as empty trailing values (and blank what the
+    database holds), a long one or an unclosed quote would be reported without its line."""
+    name, width = path.name, len(header)
+    problems: list[Problem] = []
+    more = records = 0
+    with open(path, encoding=encoding, newline="") as handle:
+        reader = csv.reader(handle, strict=True)
+        end = 0  # the physical line the previous record ended on
+        try:
+            next(reader, None)
+            end = reader.line_num
+            for fields in reader:
+                records += 1
+                if len(fields) != width and fields:
+                    if len(problems) >= MAX_PROBLEMS:
+                        more += 1
+                    elif len(fields) < width:
+                        problems.append(
+                            Problem(
+                                name,
+                                f"has {len(fields)} of the header's {width} fields (it ends before "
+                                f"column '{header[len(fields)].strip()}'); a row must have every field, "
+                                "empty ones included",
+                                row=records,
+                                line=end + 1,
+                            )
+                        )
+                    else:
+                        problems.append(
+                            Problem(
+                                name,
+                                f"has {len(fields)} fields but the header has {width}",
+                                row=records,
+                                line=end + 1,
+                            )
+                        )
+                elif not fields:
+                    records -= 1  # a blank line holds no record (pandas skips it too)
+                end = reader.line_num
+        except csv.Error as exc:
+            problems.append(_quote_problem(path, encoding, header, records + 1, end + 1, str(exc)))
+    if problems:
+        raise ContractError(problems, more)
+    return records
+
+
+def _quote_problem(path: Path, encoding: str, header: list[str], row: int, line: int, error: str) -> Problem:
+    """Where a record's quoting breaks: the field of its first line whose quote is never closed, or that
+    goes on after its closing quote."""
+    with open(path, encoding=encoding, newline="") as handle:
+        text = next(itertools.islice(handle, line - 1, None), "").rstrip("\r\n")
+    field, quoted, opened, after_close = 0, False, None, None
+    position = 0
+    while position < len(text):
+        char = text[position]
+        if quoted:
+            if char == '"':
+                if text[position + 1 : position + 2] == '"':
+                    position += 1
+                else:
+                    quoted = False
+                    following = text[position + 1 : position + 2]
+                    if following not in ("", ",") and after_close is None:
+                        after_close = field
+        elif char == ",":
+            field += 1
+        elif char == '"' and (position == 0 or text[position - 1] == ","):
+            quoted, opened = True, field
+        position += 1
+    culprit = opened if quoted else after_close
+    column = header[culprit].strip() if culprit is not None and culprit < len(header) else None
+    if quoted:
+        message = 'a quoted value is never closed (its closing " is missing; the rest of the file would be read into it)'
+    elif after_close is not None:
+        message = 'a quoted value goes on after its closing " (write a quote inside a quoted value as "")'
+    else:
+        message = f"is not valid CSV: {error}"
+    return Problem(path.name, message, row=row, column=column, line=line)
 
 
 def _scan_utf8(path: Path) -> tuple[int, str]:
@@ -275,6 +359,13 @@ def _validate_column(column: Column, raw: pd.Series, rows: np.ndarray, problems:
         problems.add_rows(missing, rows, name, lambda i: "is required but empty")
     present = ~missing
 
+    if column.kind in ("id", "text", "enum"):
+        nul = present & text.str.contains("\x00", regex=False)
+        problems.add_rows(
+            nul, rows, name, lambda i: "contains a NUL character (byte 0x00), which cannot be stored"
+        )
+        present = present & ~nul
+
     if column.kind in ("id", "text"):
         too_long = present & (text.str.len() > column.max_length)
         problems.add_rows(too_long, rows, name, lambda i: f"is longer than {column.max_length} characters")
@@ -310,13 +401,15 @@ def _validate_column(column: Column, raw: pd.Series, rows: np.ndarray, problems:
         return cents.astype("Int64").where(ok, pd.NA)
 
     if column.kind in ("count", "int"):
-        whole = text.str.fullmatch(r"[+-]?\d{1,10}")
+        # '4.0' and '4.00' are whole numbers (pandas writes a nullable integer column so); '4.5' is not
+        whole = text.str.fullmatch(r"[+-]?\d{1,10}(?:\.0*)?")
         bad = present & ~whole
         problems.add_rows(bad, rows, name, lambda i: f"{_quote(text.iat[i])} is not a whole number")
         ok = present & whole
-        numbers = pd.Series(pd.array(_parse(text, ok, pa.int64()), dtype="Int64"), index=text.index).where(
-            ok, pd.NA
-        )
+        integral = text.str.replace(r"\.0*$", "", regex=True)
+        numbers = pd.Series(
+            pd.array(_parse(integral, ok, pa.int64()), dtype="Int64"), index=text.index
+        ).where(ok, pd.NA)
         if column.kind == "count":
             floor, word = (1, "greater than 0") if column.positive else (0, "0 or more")
             problems.add_rows(
@@ -564,6 +657,8 @@ class _Load:
         self.chunk_rows = chunk_rows
         self.progress = progress
         self.known: dict[str, _Known] = {}
+        # the order lines this load's return lines return (key strings) and their rows in the file
+        self.returned_lines: list[tuple[np.ndarray, np.ndarray]] = []
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recoup-import-writer")
         self.tasks: list[tuple[Future, _Source, np.ndarray | None]] = []
         backend = connection.dialect.name
@@ -581,6 +676,8 @@ class _Load:
                     self._load_file(spec, files[spec.table], table_is_empty=before[spec.table] == 0)
                 )
             self._settle()
+            if "return_lines" in files:
+                self._check_returned_units(files["return_lines"])
         finally:
             wait([future for future, _, _ in self.tasks])  # failing: let the writer stop before the rollback
             self.pool.shutdown(wait=True)
@@ -789,6 +886,7 @@ class _Load:
         if not linked.any():
             return
         keys = _key_strings(frame[["order_id", "order_line_no"]], ("order_id", "order_line_no"))
+        self.returned_lines.append((keys[linked].to_numpy(), rows[linked.to_numpy()]))
         lines = self._lookup("order_lines", keys[linked])
         dangling = linked & ~keys.isin(lines.index)
         problems.add_rows(
@@ -805,6 +903,27 @@ class _Load:
             "sku",
             lambda i: f"{frame['sku'].iat[i]!r} differs from the ordered line's sku {ordered_sku.iat[i]!r}",
         )
+
+    def _check_returned_units(self, path: Path) -> None:
+        """No order line returns more units than it sold, over this load's return lines and those the
+        database holds (received units, or those asked for by a return still open), checked once all is
+        written, inside the load's transaction."""
+        if not self.returned_lines:
+            return
+        keys = np.concatenate([k for k, _ in self.returned_lines])
+        rows = np.concatenate([r for _, r in self.returned_lines])
+        last_row = dict(zip(keys.tolist(), rows.tolist(), strict=True))  # each key's last row in the file
+        problems = _Problems(_NamedSource(path))
+        for order_id, line_no, bought, returned in invariants.over_returned_lines(self.connection):
+            row = last_row.get(f"{order_id}{KEY_SEPARATOR}{line_no}")
+            if row is not None:
+                problems.add(
+                    f"order {order_id!r} line {line_no} sold {bought} unit(s), but its returns (in this load "
+                    f"and the database) take back {returned}",
+                    row=int(row),
+                    column="quantity",
+                )
+        problems.raise_if_any()
 
     # The writer thread takes the database work (DDL, chunk writes) in order, so the main thread can
     # validate the next chunk, or the next file, meanwhile. The connection is never used by both threads
@@ -841,6 +960,14 @@ class _Load:
                     [Problem(source.name, f"{where} refused by the database: {detail}")]
                 ) from exc
         self.tasks = remaining
+
+
+class _NamedSource(_Source):
+    """A file known by its name only: for problems found after it was read."""
+
+    def __init__(self, path: Path) -> None:
+        self.name = path.name
+        self.is_csv = path.suffix.lower() == ".csv"
 
 
 def _typed_key(spec: FileSpec, position: int, value: str) -> object:

@@ -103,12 +103,18 @@ def _money(value: object) -> str:
     return str(Decimal(str(value)).quantize(CENT))
 
 
+def over_returned_lines(connection: Connection) -> list[tuple[str, int, int, int]]:
+    """(order_id, line_no, bought, returned) of every order line with more units returned or in open
+    returns than it sold."""
+    return [(o, int(n), int(bought), int(taken)) for o, n, bought, taken in connection.execute(text(UNITS))]
+
+
 def violations(connection: Connection) -> list[Violation]:
     """Every order line, tender and order returned or refunded beyond what was bought or paid."""
     slack = {"slack": _SLACK}
     found = [
         Violation("line_units", f"order {o} line {n}", str(bought), str(taken))
-        for o, n, bought, taken in connection.execute(text(UNITS))
+        for o, n, bought, taken in over_returned_lines(connection)
     ]
     found += [
         Violation("line_refund", f"order {o} line {n}", _money(paid), _money(refunded))

@@ -163,6 +163,22 @@ def export(
         out.print(f"{table:<14} {rows:>10,} rows")
 
 
+@app.command("check")
+def check() -> None:
+    """Check the money and units invariants: no order line, tender or order returned or refunded beyond
+    what was bought or paid. Exits 1 and lists each violation if there is any."""
+    from oms.invariants import violations
+
+    with _engine().connect() as connection:
+        found = violations(connection)
+    if found:
+        for violation in found[:50]:
+            err.print(f"  {violation}", markup=False, highlight=False, soft_wrap=True)
+        more = " (the first 50 listed)" if len(found) > 50 else ""
+        raise Failure(f"{len(found)} invariant violation{'s' * (len(found) > 1)}{more}")
+    out.print("invariants hold: nothing returned or refunded beyond what was bought or paid")
+
+
 def _mlflow():
     from models import registry
 

@@ -155,6 +155,10 @@ def sample_tables(
                 }
             )
             returned = tables["order_lines"][-len(lines) :][0]
+            # one unit at the price paid for it (the line's discount shared over its units)
+            paid_cents = int(returned["unit_price"].replace(".", "")) * int(returned["quantity"])
+            paid_cents -= int(returned["discount"].replace(".", ""))
+            unit_paid = f"{paid_cents // int(returned['quantity']) / 100:.2f}"
             tables["return_lines"].append(
                 {
                     "return_id": return_id,
@@ -165,8 +169,8 @@ def sample_tables(
                     "reason": rng.choice(["doesnt_fit", "changed_mind", "defective"]),
                     "condition": rng.choice(["new", "open_box", "used"]),
                     "disposition": "restock",
-                    "refund_amount": returned["unit_price"],
-                    "recovery_value": f"{float(returned['unit_price']) * 0.8:.2f}",
+                    "refund_amount": unit_paid,
+                    "recovery_value": f"{float(unit_paid) * 0.8:.2f}",
                 }
             )
             if rng.random() < 0.3:

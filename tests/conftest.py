@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
 from oms.db import make_engine, normalise_url
+from oms.invariants import violations
 from oms.migrate import upgrade
 from oms.tables import metadata
 from recoup.settings import get_settings
@@ -94,11 +95,24 @@ def backend(request: pytest.FixtureRequest) -> str:
 def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty, migrated database of the test's backend."""
     if backend == "sqlite":
-        yield fresh_sqlite(request.getfixturevalue("sqlite_template"), tmp_path)
-        return
-    url = request.getfixturevalue("postgres_url")
-    truncate(url)
+        url = fresh_sqlite(request.getfixturevalue("sqlite_template"), tmp_path)
+    else:
+        url = request.getfixturevalue("postgres_url")
+        truncate(url)
     yield url
+    if request.node.get_closest_marker("violates_invariants") is None:
+        assert_invariants_hold(url)
+
+
+def assert_invariants_hold(url: str) -> None:
+    """After every database test: nothing it left is returned or refunded beyond what was bought or paid."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            found = violations(connection)
+    finally:
+        engine.dispose()
+    assert not found, "invariants broken: " + "; ".join(str(v) for v in found[:5])
 
 
 def truncate(url: str) -> None:

@@ -167,7 +167,7 @@ def test_overlapping_till_returns_at_once_never_refund_more_than_was_paid(api: A
     assert codes == [201] + [422] * 9, [r.text for r in results]
     refused = [r.json()["error"]["message"] for r in results if r.status_code == 422]
     assert all("only 1 of line 3 remain returnable" in message for message in refused)
-    refunded = [r.json()["refunds"] for r in results if r.status_code == 201][0]
+    refunded = next(r.json()["refunds"] for r in results if r.status_code == 201)
     assert [Decimal(refund["amount"]) for refund in refunded] == [Decimal("20.00")]  # 2 x (12.50 - 2.50)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from oms.errors import ContractError
 from oms.importer import import_directory
@@ -235,6 +235,22 @@ CASES = [
         "longer than 64 characters",
     ),
     (
+        "more-units-returned-than-bought",
+        _set("return_lines", 0, "quantity", "5"),
+        "return_lines.csv",
+        1,
+        "quantity",
+        "unit(s), but its returns (in this load and the database) take back 5",
+    ),
+    (
+        "half-unit",
+        _set("return_lines", 0, "quantity", "4.5"),
+        "return_lines.csv",
+        1,
+        "quantity",
+        "'4.5' is not a whole number",
+    ),
+    (
         "later-file-fails",
         _set("fraud_reviews", 0, "outcome", "guilty"),
         "fraud_reviews.csv",
@@ -320,9 +336,121 @@ def test_same_table_twice(loaded: Connection, tmp_path: Path) -> None:
     _assert_refused(loaded, tmp_path / "d", "locations", None, None, "is given twice")
 
 
-def test_ragged_csv(loaded: Connection, tmp_path: Path) -> None:
+def test_long_csv_row(loaded: Connection, tmp_path: Path) -> None:
     _write_raw(tmp_path / "d", "locations.csv", b"location_id,kind\nL9,store\nL10,store,extra,fields\n")
-    _assert_refused(loaded, tmp_path / "d", "locations.csv", None, None, "is not valid CSV")
+    error = _assert_refused(
+        loaded, tmp_path / "d", "locations.csv", 2, None, "has 4 fields but the header has 2"
+    )
+    assert str(error).startswith("locations.csv row 2 (line 3): ")
+
+
+def test_short_csv_row_is_refused_and_blanks_nothing(loaded: Connection, tmp_path: Path) -> None:
+    """A row of 2 of 5 fields would load its missing fields as empty: B-C0001's region set to NULL."""
+    body = (
+        "customer_id,created_at,region,loyalty_tier,loyalty_points\n"
+        "B-C0002,2024-01-01T00:00:00Z,north,gold,5\n"
+        "B-C0001,2024-01-01T00:00:00Z\n"
+    )
+    _write_raw(tmp_path / "d", "customers.csv", body.encode())
+    error = _assert_refused(
+        loaded,
+        tmp_path / "d",
+        "customers.csv",
+        2,
+        None,
+        "has 2 of the header's 5 fields (it ends before column 'region')",
+    )
+    assert str(error).startswith("customers.csv row 2 (line 3): ")
+
+
+def test_nul_byte_is_named_by_row_and_column(loaded: Connection, tmp_path: Path) -> None:
+    body = "customer_id,created_at,region\nX1,2024-01-01T00:00:00Z,north\nX2,2024-01-01T00:00:00Z,so\x00uth\n"
+    _write_raw(tmp_path / "d", "customers.csv", body.encode())
+    _assert_refused(loaded, tmp_path / "d", "customers.csv", 2, "region", "contains a NUL character")
+
+
+def test_nul_byte_in_parquet(loaded: Connection, tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    pq.write_table(
+        pa.table({"location_id": ["L1", "L\x002"], "kind": ["store", "store"]}),
+        tmp_path / "d" / "locations.parquet",
+    )
+    _assert_refused(loaded, tmp_path / "d", "locations.parquet", 2, "location_id", "contains a NUL character")
+
+
+@pytest.mark.parametrize(
+    ("record", "column", "words"),
+    [
+        ('X2,2024-01-01T00:00:00Z,"south', "region", "a quoted value is never closed"),
+        ('X2,"2024-01-01T00:00:00Z,south', "created_at", "a quoted value is never closed"),
+        ('X2,"2024-01-01T00:00:00Z"Z,south', "created_at", "goes on after its closing"),
+    ],
+    ids=["last-column", "middle-column", "text-after-closing-quote"],
+)
+def test_broken_quote_is_blamed_on_its_column(
+    loaded: Connection, tmp_path: Path, record: str, column: str, words: str
+) -> None:
+    body = f"customer_id,created_at,region\nX1,2024-01-01T00:00:00Z,north\n{record}\nX3,2024-01-01T00:00:00Z,east\n"
+    _write_raw(tmp_path / "d", "customers.csv", body.encode())
+    error = _assert_refused(loaded, tmp_path / "d", "customers.csv", 2, column, words)
+    assert "(line 3)" in str(error)
+
+
+def test_a_quoted_value_may_span_lines(loaded: Connection, tmp_path: Path) -> None:
+    body = 'customer_id,created_at,region\nX1,2024-01-01T00:00:00Z,"north\nwest"\nX2,2024-01-01T00:00:00Z,"a ""b"""\n'
+    _write_raw(tmp_path / "d", "customers.csv", body.encode())
+    report = import_directory(tmp_path / "d", loaded)
+    assert report.rows == 2
+    regions = dict(
+        loaded.execute(text("SELECT customer_id, region FROM customers WHERE customer_id LIKE 'X%'")).all()
+    )
+    assert regions == {"X1": "north\nwest", "X2": 'a "b"'}
+
+
+def test_whole_numbers_written_with_zero_decimals_load(loaded: Connection, tmp_path: Path) -> None:
+    """pandas writes a nullable integer column as 4.0; 4.0 and 4.00 are whole numbers."""
+    tables = sample_rows()
+    tables["order_lines"][0]["quantity"] = "2.0"
+    tables["order_lines"][1]["line_no"] = tables["order_lines"][1]["line_no"] + ".00"
+    tables["customers"][0]["loyalty_points"] = "40.0"
+    import_directory(write_tables(tmp_path / "load", tables), loaded)
+    first = tables["order_lines"][0]
+    quantity = loaded.execute(
+        text("SELECT quantity FROM order_lines WHERE order_id = :o AND line_no = :n"),
+        {"o": first["order_id"], "n": int(first["line_no"])},
+    ).scalar_one()
+    assert quantity == 2
+    points = loaded.execute(
+        text("SELECT loyalty_points FROM customers WHERE customer_id = :c"),
+        {"c": tables["customers"][0]["customer_id"]},
+    ).scalar_one()
+    assert points == 40
+
+
+def test_returns_over_what_a_line_sold_counting_the_database(loaded: Connection, tmp_path: Path) -> None:
+    """The database already holds a return of one unit of an order line; a new load returns the rest and
+    one more."""
+    base = sample_rows(id_prefix="B-")
+    returned = base["return_lines"][0]
+    header = next(r for r in base["returns"] if r["return_id"] == returned["return_id"])
+    line = next(
+        ordered
+        for ordered in base["order_lines"]
+        if ordered["order_id"] == header["order_id"] and ordered["line_no"] == returned["order_line_no"]
+    )
+    bought = int(line["quantity"])
+    new_return = {**header, "return_id": "B-NEW"}
+    new_line = {**returned, "return_id": "B-NEW", "quantity": str(bought)}
+    rest = {**new_line, "quantity": str(bought - 1)}
+    fits = (
+        write_tables(tmp_path / "fits", {"returns": [new_return], "return_lines": [rest]})
+        if bought > 1
+        else None
+    )
+    if fits is not None:
+        import_directory(fits, loaded)  # the rest of the units: accepted
+    over = write_tables(tmp_path / "over", {"returns": [new_return], "return_lines": [new_line]})
+    _assert_refused(loaded, over, "return_lines.csv", 1, "quantity", f"take back {bought + 1}")
 
 
 def test_dangling_reference_against_database(loaded: Connection, tmp_path: Path) -> None:

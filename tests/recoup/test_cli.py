@@ -37,6 +37,10 @@ def test_import_export_and_failure(tmp_path: Path, database_url: str) -> None:
     assert first.startswith("error: orders.csv row 3 (line 4), column 'channel': 'telepathy' is not one of")
     assert "Traceback" not in failed.stderr
 
+    checked = recoup("check", env=env)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith("invariants hold")
+
     exported = recoup("export", str(tmp_path / "out"), env=env)
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "out" / "orders.csv").read_text().count("\n") == len(sample_rows()["orders"]) + 1
