@@ -17,8 +17,13 @@ class IdempotencyMismatchError(RecoupError):
     """The Idempotency-Key was used before with another request."""
 
 
+class NotDocumentedError(RecoupError):
+    """The API documentation is switched off (RECOUP_API_DOCS)."""
+
+
 STATUS: list[tuple[type[Exception], int, str]] = [
     (NotFoundError, 404, "not_found"),
+    (NotDocumentedError, 404, "not_found"),
     (IllegalTransitionError, 409, "illegal_transition"),
     (ConflictError, 409, "conflict"),
     (IdempotencyMismatchError, 422, "idempotency_key_reused"),

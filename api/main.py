@@ -12,10 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from starlette.responses import HTMLResponse, JSONResponse
 
 from api import errors
 from api.auth import ApiKeyMiddleware
+from api.errors import NotDocumentedError
 from api.routes import inventory, returns
 from api.state import AppState
 
@@ -53,6 +56,7 @@ def _state_from_settings() -> AppState:
     state = AppState(
         engine=engine,
         policy=load_policy(settings.policy_path),
+        serve_docs=settings.serves_api_docs,
         models=holder,
         serving_log=ServingLogWriter(engine),
         score_max_batch=settings.score_max_batch,
@@ -112,7 +116,17 @@ def create_app(state: AppState | None = None) -> FastAPI:
                 if engine is not None:
                     engine.dispose()
 
-    app = FastAPI(title="Recoup", version="1.0", description=DESCRIPTION, lifespan=lifespan)
+    # the documentation routes are the app's own, so that whether they are served is a setting read at
+    # start-up (RECOUP_API_DOCS; off in production by default), not at import
+    app = FastAPI(
+        title="Recoup",
+        version="1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.recoup = state
     app.add_middleware(ApiKeyMiddleware)
     errors.install(app)
@@ -169,6 +183,26 @@ def create_app(state: AppState | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    def documented() -> None:
+        if not app.state.recoup.serve_docs:
+            raise NotDocumentedError("the API documentation is not served here (RECOUP_API_DOCS is off)")
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_json() -> JSONResponse:
+        documented()
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger() -> HTMLResponse:
+        documented()
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        documented()
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} API")
+
     return app
 
 

@@ -57,6 +57,7 @@ class KeyCache:
 class AppState:
     engine: Engine
     policy: Policy
+    serve_docs: bool = True  # /docs, /redoc and /openapi.json (RECOUP_API_DOCS)
     chooser: DispositionChooser = field(default_factory=StaticChooser)
     keys: KeyCache = field(default_factory=KeyCache)
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))

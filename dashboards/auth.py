@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import getpass
 import hashlib
 import hmac
@@ -236,17 +237,30 @@ def parse_users(text: str, source: str = "<users>") -> Directory:
 
 
 def load_users(path: Path | None = None, *, production: bool = False) -> Directory:
+    """The users file; in production, one that signs anyone in with an example user's published
+    password (the example file itself, a copy of it, or one user copied from it) is refused."""
     path = path or users_file()
-    if production and path.resolve() == EXAMPLE_USERS_FILE.resolve():
-        raise UsersFileError(
-            f"{path}: the example users file has published passwords; set {USERS_ENV} to your own users "
-            "file when RECOUP_ENV=production"
-        )
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsersFileError(f"{path}: cannot read the users file ({exc.strerror or exc})") from None
-    return parse_users(text, str(path))
+    directory = parse_users(text, str(path))
+    if production:
+        published = _example_hashes()
+        for account in directory.accounts.values():
+            if account.password_hash in published:
+                raise UsersFileError(
+                    f"{path}: users.{account.username} has the published password of an example user "
+                    f"(from {EXAMPLE_USERS_FILE.name}); give every user their own password "
+                    "(python -m dashboards.auth hash) when RECOUP_ENV=production"
+                )
+    return directory
+
+
+@functools.cache
+def _example_hashes() -> frozenset[str]:
+    example = parse_users(EXAMPLE_USERS_FILE.read_text(encoding="utf-8"), str(EXAMPLE_USERS_FILE))
+    return frozenset(a.password_hash for a in example.accounts.values() if a.password_hash)
 
 
 def autologin_user(value: str | None, *, production: bool) -> User | None:

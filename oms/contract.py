@@ -13,6 +13,12 @@ from typing import Literal
 
 from oms import enums
 
+# CSV injection: a text cell a spreadsheet would evaluate (=, +, -, @, tab, carriage return first) is
+# written with one more leading apostrophe, and read back without it. Texts already beginning with
+# apostrophes before such a character get one more too, so the escape is undone exactly.
+FORMULA_START = r"^(?='*[=+\-@\t\r])"
+ESCAPED_FORMULA = r"^'(?='*[=+\-@\t\r])"
+
 Kind = Literal["id", "text", "timestamp", "money", "signed_money", "count", "int", "bool", "enum"]
 
 

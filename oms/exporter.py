@@ -1,8 +1,10 @@
 """`recoup export DIR`: write the state tables back out as a data-contract directory.
 
 The output is what `recoup import` reads: one file per table, contract columns only, rows in key order,
-timestamps in ISO 8601 UTC (`...Z`), money with exactly 2 decimal places. Streaming in chunks keeps
-memory bounded on large tables.
+timestamps in ISO 8601 UTC (`...Z`), money with exactly 2 decimal places. In CSV, a text that a
+spreadsheet would run as a formula (it begins with = + - @, a tab or a carriage return) gets a leading
+apostrophe, which the importer takes off again (`contract.FORMULA_START`); Parquet keeps values as they
+are. Streaming in chunks keeps memory bounded on large tables.
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ def _text(column: Column, values: pd.Series) -> pd.Series:
         return values.map(lambda v: "" if v is None or pd.isna(v) else str(int(v)))
     if column.kind == "bool":
         return values.map(lambda v: "" if v is None or pd.isna(v) else ("true" if v else "false"))
-    return values.map(lambda v: "" if v is None or pd.isna(v) else str(v))
+    text = values.map(lambda v: "" if v is None or pd.isna(v) else str(v))
+    if column.kind in ("id", "text"):
+        text = text.str.replace(contract.FORMULA_START, "'", regex=True)
+    return text
 
 
 def _arrow_type(column: Column) -> pa.DataType:

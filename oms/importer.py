@@ -367,6 +367,8 @@ def _validate_column(column: Column, raw: pd.Series, rows: np.ndarray, problems:
         present = present & ~nul
 
     if column.kind in ("id", "text"):
+        if problems.source.is_csv:  # the exporter's escape of formula-like cells (oms.exporter)
+            text = text.str.replace(contract.ESCAPED_FORMULA, "", regex=True)
         too_long = present & (text.str.len() > column.max_length)
         problems.add_rows(too_long, rows, name, lambda i: f"is longer than {column.max_length} characters")
         return text.where(present, None)

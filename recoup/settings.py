@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     webhook_secret: str = Field("", description="HMAC-SHA256 secret signing webhook deliveries.")
     api_host: str = Field("127.0.0.1", description="Where `recoup serve` listens.")
     api_port: int = Field(8000, description="Port of `recoup serve`.")
+    api_docs: bool | None = Field(
+        None,
+        description="Serve the API's documentation (/docs, /redoc, /openapi.json). Default: on, except "
+        "when RECOUP_ENV=production.",
+    )
     pipeline_start: str = Field(
         "2024-01-01", description="First month of the Dagster monthly partitions (YYYY-MM-DD)."
     )
@@ -90,6 +95,10 @@ class Settings(BaseSettings):
                 "when RECOUP_ENV=production"
             )
         return self
+
+    @property
+    def serves_api_docs(self) -> bool:
+        return self.api_docs if self.api_docs is not None else self.env != "production"
 
 
 @lru_cache(maxsize=1)

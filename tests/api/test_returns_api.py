@@ -228,3 +228,12 @@ def test_openapi_documents_examples_and_security(api: Api) -> None:
     assert create["examples"][0]["channel"] == "store"
     docs = api.client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_documentation_can_be_switched_off(api: Api, live_server: LiveServer) -> None:
+    live_server.app.state.recoup.serve_docs = False
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        response = api.client.get(path)
+        assert response.status_code == 404, path
+        assert response.json()["error"]["code"] == "not_found"
+    assert api.client.get("/v1/ping", headers=api.headers("returns:read")).status_code == 200

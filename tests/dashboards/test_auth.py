@@ -88,8 +88,30 @@ def test_example_users_file_works_but_not_in_production(monkeypatch: pytest.Monk
     directory = auth.load_users()
     assert directory.authenticate("alice", "demo-alice").roles == {"analyst"}
     assert directory.authenticate("admin", "demo-admin").roles == {"admin"}
-    with pytest.raises(UsersFileError, match="published passwords"):
+    with pytest.raises(UsersFileError, match="published password of an example user"):
         auth.load_users(production=True)
+
+
+def test_a_copy_of_the_example_users_or_one_of_them_is_refused_in_production(tmp_path: Path) -> None:
+    example = auth.EXAMPLE_USERS_FILE.read_text(encoding="utf-8")
+    copy = tmp_path / "users.toml"
+    copy.write_text(example, encoding="utf-8")
+    with pytest.raises(UsersFileError, match=r"users\.toml: users\.\w+ has the published password"):
+        auth.load_users(copy, production=True)
+    own = auth.hash_password("a-password-of-our-own")
+    alice = next(line for line in example.splitlines() if line.startswith("password_hash"))
+    mixed = tmp_path / "mixed.toml"
+    mixed.write_text(
+        f'[users.zoe]\nroles = ["admin"]\npassword_hash = "{own}"\n\n[users.eve]\nroles = ["analyst"]\n{alice}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(UsersFileError, match=r"users\.eve has the published password"):
+        auth.load_users(mixed, production=True)
+    mine = tmp_path / "mine.toml"
+    mine.write_text(f'[users.zoe]\nroles = ["admin"]\npassword_hash = "{own}"\n', encoding="utf-8")
+    assert auth.load_users(mine, production=True).authenticate("zoe", "a-password-of-our-own").roles == {
+        "admin"
+    }
 
 
 def test_autologin_is_a_test_only_bypass() -> None:

@@ -8,8 +8,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, delete, func, select, text
 
 from oms import contract
 from oms.exporter import export_directory
@@ -191,6 +192,45 @@ def test_export_round_trip(connection: Connection, tmp_path: Path, fmt: str) -> 
                 )
             else:
                 assert list(got) == list(want), (name, column.name)
+
+
+FORMULAS = [
+    '=HYPERLINK("http://x","y")',
+    "+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(A1)",
+    "'=already",
+    "''+twice",
+    "plain 'quote",
+]
+
+
+def test_csv_export_escapes_formula_cells_and_import_undoes_it(
+    connection: Connection, tmp_path: Path
+) -> None:
+    tables = sample_rows()
+    for row, formula in zip(tables["customers"], FORMULAS, strict=False):
+        row["region"] = formula
+    source = write_tables(tmp_path / "in", tables)
+    customers = pd.read_csv(source / "customers.csv", dtype=str, keep_default_na=False)
+    customers.to_parquet(source / "customers.parquet")  # the values as they are, with no CSV escape
+    (source / "customers.csv").unlink()
+    import_directory(source, connection)
+    for fmt in ("csv", "parquet"):
+        export_directory(tmp_path / fmt, connection, fmt=fmt)
+    written = pd.read_csv(tmp_path / "csv" / "customers.csv", dtype=str, keep_default_na=False)
+    cells = written.set_index("customer_id")["region"]
+    for row, formula in zip(tables["customers"], FORMULAS[:-1], strict=False):
+        assert cells[row["customer_id"]] == "'" + formula  # a spreadsheet shows it as text
+    assert cells[tables["customers"][len(FORMULAS) - 1]["customer_id"]] == "plain 'quote"
+    parquet = pq.read_table(tmp_path / "parquet" / "customers.parquet").to_pandas().set_index("customer_id")
+    assert parquet["region"][tables["customers"][0]["customer_id"]] == FORMULAS[0]  # Parquet unchanged
+    for fmt in ("csv", "parquet"):  # both read back as they were
+        _clear(connection)
+        import_directory(tmp_path / fmt, connection)
+        regions = dict(connection.execute(text("SELECT customer_id, region FROM customers")).all())
+        for row, formula in zip(tables["customers"], FORMULAS, strict=False):
+            assert regions[row["customer_id"]] == formula, fmt
 
 
 def test_fraud_reviews_keep_their_natural_key(connection: Connection, tmp_path: Path) -> None:

@@ -48,3 +48,14 @@ def test_production_refuses_default_secret(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_development_accepts_default_secret() -> None:
     assert Settings(env="development").secret_key == DEV_SECRET
+
+
+def test_api_docs_are_off_in_production_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(env="development").serves_api_docs
+    assert Settings(env="test").serves_api_docs
+    monkeypatch.setenv("RECOUP_SECRET_KEY", "x" * 40)
+    assert not Settings(env="production").serves_api_docs
+    monkeypatch.setenv("RECOUP_API_DOCS", "true")
+    assert Settings(env="production").serves_api_docs
+    monkeypatch.setenv("RECOUP_API_DOCS", "false")
+    assert not Settings(env="development").serves_api_docs
