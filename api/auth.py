@@ -7,8 +7,11 @@ import re
 from typing import Any
 
 import anyio
+from sqlalchemy.exc import DBAPIError
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.errors import database_error
 
 SCOPE_EXTENSION = "x-required-scope"
 _DECISION = re.compile(r"^/v1/returns/[^/]+/decision/?$")
@@ -71,7 +74,14 @@ class ApiKeyMiddleware:
             return
         known, principal = state.keys.cached(token)
         if not known:
-            principal = await anyio.to_thread.run_sync(state.keys.get, state.engine, token)
+            try:
+                principal = await anyio.to_thread.run_sync(state.keys.get, state.engine, token)
+            except DBAPIError as exc:  # outside the app's exception handlers: answered here
+                status, body = database_error(exc)
+                await JSONResponse(body, status_code=status, headers={"Retry-After": "1"})(
+                    scope, receive, send
+                )
+                return
         if principal is None:
             await _error(401, "unauthenticated", "the API key is unknown or revoked")(scope, receive, send)
             return

@@ -29,24 +29,26 @@ endpoint names: `returns:read`, `returns:write`, `review` or `admin`. POSTs acce
 """
 
 
+def engine_for(url: str, *, scoring: bool = False):
+    """An API process's engine on `url`: for its commands and reads, or (`scoring`) for its scores."""
+    from oms.db import make_engine
+
+    if url.startswith("sqlite"):
+        return make_engine(url)
+    if scoring:
+        # scoring's reads only go through `oms.driver`, which keeps their prepared statements itself;
+        # a process serves one batch at a time (on its event loop), so a small pool is enough
+        return make_engine(url, driver_prepares=True, pool_size=2, max_overflow=2)
+    return make_engine(url, pool_size=20, max_overflow=20)
+
+
 def _state_from_settings() -> AppState:
     from api.scoring import ModelHolder, registry_loader
     from api.serving_log import ServingLogWriter
-    from oms.db import make_engine
     from oms.policy import load_policy
     from recoup.settings import get_settings
 
     settings = get_settings()
-
-    def engine_for(url: str, *, scoring: bool = False):
-        if url.startswith("sqlite"):
-            return make_engine(url)
-        if scoring:
-            # scoring's reads only go through `oms.driver`, which keeps their prepared statements itself;
-            # a process serves one batch at a time (on its event loop), so a small pool is enough
-            return make_engine(url, driver_prepares=True, pool_size=2, max_overflow=2)
-        return make_engine(url, pool_size=20, max_overflow=20)
-
     engine = engine_for(settings.database_url)
     holder = ModelHolder(
         registry_loader(settings.mlflow_tracking_uri, settings.mlflow_artifact_root),

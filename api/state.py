@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
 from api.batching import Batcher
 from api.scoring import ModelHolder, ModelScorer
@@ -17,6 +16,7 @@ from api.serving_log import ServingLogWriter
 from oms.apikeys import Principal, verify
 from oms.disposition import DispositionChooser, StaticChooser
 from oms.policy import Policy
+from oms.uow import retrying
 
 
 class KeyCache:
@@ -44,8 +44,7 @@ class KeyCache:
             hit = self._entries.get(token)
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
-        with Session(engine) as session:
-            principal = verify(session, token)
+        principal = retrying(engine, lambda session: verify(session, token), write=False)
         with self._lock:
             if len(self._entries) >= self.size:
                 self._entries.clear()

@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from oms.types import CENT, SQLITE_DATETIME_FORMAT
 
@@ -101,14 +102,30 @@ class Driver:
                 return [cursor.execute(self.sql(text), params).fetchall() for text, params in statements]
             finally:
                 cursor.close()
-        if self._pipeline is not None:
-            try:
-                return self._pipeline.run(
-                    [(self.sql(text), params) for text, params in statements], end_transaction
-                )
-            except _Broken as broken:  # invalidated, so that the pool replaces it
-                self.connection.invalidate(broken.error)
-                raise broken.error from None
+        import psycopg
+
+        try:
+            if self._pipeline is not None:
+                try:
+                    return self._pipeline.run(
+                        [(self.sql(text), params) for text, params in statements], end_transaction
+                    )
+                except _Broken as broken:
+                    lost: BaseException = broken.error
+            else:
+                return self._run_cursors(statements, end_transaction)
+        except psycopg.Error as error:
+            if not (self.raw.broken or self.raw.closed):
+                raise
+            lost = error
+        # the connection is lost, or its protocol in an unknown state: invalidated, so that the pool
+        # replaces it, and reported as SQLAlchemy reports a lost connection (`oms.uow.retrying` runs
+        # the work again on a new one)
+        self.connection.invalidate(lost)
+        raise DBAPIError.instance(None, None, lost, psycopg.Error, connection_invalidated=True) from lost
+
+    def _run_cursors(self, statements: Sequence[Statement], end_transaction: bool) -> list[list[tuple]]:
+        """`run` through psycopg's own pipeline and cursors."""
         cursors = [self.raw.cursor() for _ in range(len(statements) + end_transaction)]
         try:
             with self.raw.pipeline():

@@ -1,16 +1,22 @@
-"""Units of work: one transaction per command, with concurrency failures turned into `ConflictError`."""
+"""Units of work: one transaction per command, with concurrency failures turned into `ConflictError`, and
+a lost database connection retried on a new one where that is safe (`retrying`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from oms.errors import RecoupError
 from oms.lifecycle import ConflictError
+
+T = TypeVar("T")
 
 # Messages of the errors a losing concurrent writer gets (SQLite busy/snapshot, PostgreSQL
 # serialization failure or deadlock): the change did not happen and can be retried.
@@ -61,3 +67,52 @@ def unit_of_work(engine: Engine, *, write: bool = True) -> Iterator[Session]:
             if any(marker in str(exc.orig).lower() for marker in _CONFLICT_MARKERS):
                 raise ConflictError("a concurrent change won; re-read the return and retry") from exc
             raise
+
+
+class CommitUnknownError(RecoupError):
+    """The connection was lost while the transaction committed: the change may or may not be stored."""
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether `exc` is the loss of the database connection (terminated backend, network, restart):
+    SQLAlchemy has invalidated the connection, and the pool hands out a new one next."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+RETRY_ATTEMPTS = 3
+
+
+def retrying(
+    engine: Engine,
+    work: Callable[[Session], T],
+    *,
+    write: bool = True,
+    replayable: bool = False,
+    attempts: int = RETRY_ATTEMPTS,
+) -> T:
+    """`work` in a unit of work, run again on a new connection when the connection is lost.
+
+    A connection lost before the commit took nothing with it (the database rolls back what it had), so
+    reads and writes alike run again. One lost during a write's commit leaves the outcome unknown: the
+    write runs again only when `replayable` (its Idempotency-Key is stored in the same transaction, so a
+    change that did commit is found and replayed); otherwise `CommitUnknownError`. A pooled connection
+    that the server dropped while idle fails on first use: the pool then replaces every connection of
+    that age, so one more attempt is usually enough; `attempts` covers connections lost again meanwhile."""
+    for attempt in range(1, attempts + 1):
+        committing = False
+        try:
+            with unit_of_work(engine, write=write) as session:
+                result = work(session)
+                committing = True
+            return result
+        except DBAPIError as exc:
+            if not is_disconnect(exc) or attempt == attempts:
+                raise
+            if write and committing and not replayable:
+                raise CommitUnknownError(
+                    "the database connection was lost while the change was being committed: it may or may "
+                    "not have been made; read the return to see, and send changes with an Idempotency-Key "
+                    "so that a retry is always safe"
+                ) from exc
+            time.sleep(0.005 * attempt)
+    raise AssertionError("unreachable")

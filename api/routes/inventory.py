@@ -11,7 +11,7 @@ from api.deps import State
 from api.routes.returns import ERRORS
 from api.schemas import ID_PATTERN, LimboOut, StockOut
 from oms.lifecycle import limbo, stock
-from oms.uow import unit_of_work
+from oms.uow import retrying
 
 router = APIRouter(prefix="/v1/inventory", tags=["inventory"])
 Ident = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
@@ -23,8 +23,11 @@ def read_limbo(
     location_id: Annotated[str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN)] = None,
 ) -> list[LimboOut]:
     """Units received but not yet disposed, oldest first, with their age in days."""
-    with unit_of_work(state.engine, write=False) as session:
-        return [LimboOut(**item.__dict__) for item in limbo(session, location_id=location_id)]
+    return retrying(
+        state.engine,
+        lambda session: [LimboOut(**item.__dict__) for item in limbo(session, location_id=location_id)],
+        write=False,
+    )
 
 
 @router.get(
@@ -32,5 +35,8 @@ def read_limbo(
 )
 def read_stock(location_id: Ident, sku: Ident, state: State) -> StockOut:
     """Stock of one sku at one location, per bucket (sellable, returns_pending, refurbishment, reserved, disposed)."""
-    with unit_of_work(state.engine, write=False) as session:
-        return StockOut(location_id=location_id, sku=sku, buckets=stock(session, location_id, sku))
+    return retrying(
+        state.engine,
+        lambda session: StockOut(location_id=location_id, sku=sku, buckets=stock(session, location_id, sku)),
+        write=False,
+    )

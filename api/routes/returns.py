@@ -41,7 +41,7 @@ from api.schemas import (
 from api.views import return_view, summary
 from oms.lifecycle import CreateReturn, LineRequest, ReturnService, UnknownReferenceError
 from oms.tables import Return
-from oms.uow import unit_of_work
+from oms.uow import retrying
 
 log = logging.getLogger("recoup.api.scoring")
 
@@ -151,7 +151,39 @@ def _score_many(state, bodies: Sequence[ReturnCreate]) -> list[ScoreOut | Except
     lags: what it does not know yet (an order placed a moment ago) is read again from the state
     database, and so is the whole batch if the replica fails (down, or a query cancelled by replay);
     then the replica rests for `state.read_engine_rest` seconds (30), so that a replica that is down
-    does not cost every batch a failed connection."""
+    does not cost every batch a failed connection. A connection lost on the way is read again on a new
+    one first (`oms.uow.retrying`); with the state database out of reach too, each request still gets
+    an answer: unscored, for review. Never a 5xx."""
+    try:
+        return _scores_with_fallback(state, bodies)
+    except (DBAPIError, psycopg.Error, PendingRollbackError) as exc:
+        # the state database is out of reach (after `retrying`'s attempts): an answer all the same
+        log.warning("scoring without the database (%s)", str(getattr(exc, "orig", None) or exc)[:200])
+        return [_unscored() for _ in bodies]
+
+
+def _unscored() -> ScoreOut:
+    """The answer when nothing can be read: no score, and a person decides (review)."""
+    return ScoreOut(
+        decision="review",
+        score=None,
+        band=None,
+        degraded=True,
+        model_version=None,
+        reasons=[
+            ScoreReason(
+                code="database_unavailable",
+                message="the return's history could not be read; check it by hand",
+                severity="review",
+            )
+        ],
+        model_reasons=[],
+        lines=[],
+        latency_ms=0.0,
+    )
+
+
+def _scores_with_fallback(state, bodies: Sequence[ReturnCreate]) -> list[ScoreOut | Exception]:
     primary = state.score_engine or state.engine
     resting = time.monotonic() - state.read_engine_failed_at < state.read_engine_rest
     if state.read_engine is None or resting:
@@ -176,8 +208,9 @@ def _score_many(state, bodies: Sequence[ReturnCreate]) -> list[ScoreOut | Except
 
 def _scores(state, bodies: Sequence[ReturnCreate], engine) -> list[ScoreOut | Exception]:
     creates = [_create_request(body) for body in bodies]
-    scorer = state.scorer()
-    with unit_of_work(engine, write=False) as session:
+
+    def read(session: Session):
+        scorer = state.scorer()  # afresh on each attempt: it keeps what it scored
         service = _service(session, state, scorer)
         contexts = service.contexts(creates, last_read=True)
         valid = [
@@ -185,7 +218,10 @@ def _scores(state, bodies: Sequence[ReturnCreate], engine) -> list[ScoreOut | Ex
             for create, context in zip(creates, contexts, strict=True)
             if not isinstance(context, Exception)
         ]
-        assessments = iter(service.assess_many(valid) if valid else [])
+        return scorer, contexts, valid, service.assess_many(valid) if valid else []
+
+    scorer, contexts, valid, assessed = retrying(engine, read, write=False)
+    assessments = iter(assessed)
     scored = iter(scorer.scored if valid else [])
     out: list[ScoreOut | Exception] = []
     for context in contexts:
@@ -214,8 +250,7 @@ def _scores(state, bodies: Sequence[ReturnCreate], engine) -> list[ScoreOut | Ex
 @router.get("/{return_id}", response_model=ReturnOut, responses=ERRORS, openapi_extra=needs("returns:read"))
 def read_return(return_id: ReturnId, state: State) -> ReturnOut:
     """One return with its lines, refunds (per tender), exchanges and timeline."""
-    with unit_of_work(state.engine, write=False) as session:
-        return return_view(session, return_id)
+    return retrying(state.engine, lambda session: return_view(session, return_id), write=False)
 
 
 @router.get("", response_model=list[ReturnSummary], responses=ERRORS, openapi_extra=needs("returns:read"))
@@ -237,8 +272,9 @@ def search_returns(
         query = query.where(or_(Return.rma_number == rma_number, Return.return_id == rma_number))
     if status is not None:
         query = query.where(Return.status == status)
-    with unit_of_work(state.engine, write=False) as session:
-        return [summary(r) for r in session.execute(query).scalars()]
+    return retrying(
+        state.engine, lambda session: [summary(r) for r in session.execute(query).scalars()], write=False
+    )
 
 
 @router.post(

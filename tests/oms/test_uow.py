@@ -118,3 +118,81 @@ def test_a_last_read_ends_the_reading_unit_in_the_same_round_trip(engine: Engine
         if engine.dialect.name == "postgresql":
             assert session.execute(text("SHOW transaction_read_only")).scalar_one() == "off"
     assert _keys(engine) == count_row[0] + 1
+
+
+@pytest.fixture
+def killer(postgres_url: str):
+    """Terminates the backend of a session's connection: the connection is lost mid-transaction."""
+    from sqlalchemy import text
+
+    from oms.db import make_engine
+
+    truncate(postgres_url)
+    admin = make_engine(postgres_url, isolation_level="AUTOCOMMIT")
+
+    def kill(session) -> None:
+        pid = session.connection().connection.driver_connection.info.backend_pid
+        with admin.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    yield kill
+    admin.dispose()
+
+
+def test_work_that_lost_its_connection_runs_again_on_a_new_one(postgres_url: str, killer) -> None:
+    from oms.db import make_engine
+    from oms.uow import retrying
+
+    engine = make_engine(postgres_url)
+    attempts: list[int] = []
+
+    def work(session) -> str:
+        attempts.append(1)
+        create_key(session, f"attempt-{len(attempts)}", ["admin"])
+        session.flush()
+        if len(attempts) == 1:
+            killer(session)
+            session.execute(select(1))  # the lost connection shows here
+        return "done"
+
+    assert retrying(engine, work) == "done"
+    assert len(attempts) == 2
+    with unit_of_work(engine, write=False) as session:
+        assert [k.name for k in session.execute(select(ApiKey)).scalars()] == ["attempt-2"]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("replayable", [False, True])
+def test_a_connection_lost_while_committing_is_retried_only_when_replayable(
+    postgres_url: str, killer, replayable: bool
+) -> None:
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from oms.db import make_engine
+    from oms.uow import CommitUnknownError, retrying
+
+    engine = make_engine(postgres_url)
+    attempts: list[int] = []
+
+    def lose_the_first_commit(session: Session) -> None:
+        if len(attempts) == 1:
+            killer(session)
+
+    def work(session: Session) -> int:
+        attempts.append(1)
+        create_key(session, "once", ["admin"])
+        return len(attempts)
+
+    event.listen(Session, "before_commit", lose_the_first_commit)
+    try:
+        if replayable:
+            assert retrying(engine, work, replayable=True) == 2
+        else:
+            with pytest.raises(CommitUnknownError, match="may or may not have been made"):
+                retrying(engine, work)
+    finally:
+        event.remove(Session, "before_commit", lose_the_first_commit)
+        engine.dispose()
+    assert len(attempts) == (2 if replayable else 1)
+    assert _keys(make_engine(postgres_url)) == (1 if replayable else 0)
