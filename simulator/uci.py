@@ -34,8 +34,9 @@ Mapping rules:
   for the unlinked lines, numbered in file order: C536379-1, C536379-2, ... Channel mail, location
   the warehouse, requested_at = received_at = the credit invoice's time, status completed, refund
   method original_tender. Return lines: quantity = -Quantity, reason other (unknown), refund_amount =
-  quantity x the credited unit price, order_line_no = the linked line. A linked line may return more
-  than the purchase line held (the rest was bought before the data window); it is kept and counted.
+  quantity x the credited unit price, order_line_no = the linked line. A linked line takes back at most
+  what is left of the purchase line (after earlier credits linked to it); the rest of its units were
+  bought before the data window and become a line of the credit's receiptless return (counted).
 """
 
 from __future__ import annotations
@@ -176,7 +177,8 @@ class UciReport:
     returned_value: Decimal = Decimal("0.00")
     linked_return_lines: int = 0
     receiptless_return_lines: int = 0
-    over_returned_lines: int = 0
+    over_returned_lines: int = 0  # credit lines asking more than was left of their purchase line
+    split_return_lines: int = 0  # of those, the receiptless lines their excess became (both parts kept)
     rounded_prices: int = 0
     excluded: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -207,7 +209,7 @@ class UciReport:
             f"return lines                {self.return_lines:>10,}  (GBP {self.returned_value:,} refunded)",
             f"  linked to a purchase      {self.linked_return_lines:>10,}",
             f"  receiptless               {self.receiptless_return_lines:>10,}  ({share:.1%})",
-            f"  more than the line bought {self.over_returned_lines:>10,}",
+            f"  beyond what the line sold {self.over_returned_lines:>10,}  (the rest receiptless)",
             f"prices rounded to cents     {self.rounded_prices:>10,}",
         ]
         if self.seconds:
@@ -401,7 +403,8 @@ def convert_uci(source: Path, out_dir: Path) -> UciReport:
     report.returned_value = _decimal(int(credits["refund_cents"].sum()))
     report.linked_return_lines = int(linked.sum())
     report.receiptless_return_lines = int((~linked).sum())
-    report.over_returned_lines = int((linked & (credits["quantity"] > credits["linked_quantity"])).sum())
+    report.over_returned_lines = int(credits.drop_duplicates("position")["over_returned"].sum())
+    report.split_return_lines = len(credits) - credits["position"].nunique()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -493,14 +496,43 @@ def _link_credits(credits: pd.DataFrame, sales: pd.DataFrame) -> pd.DataFrame:
     credits = credits.join(matched[link], on="position")
     credits["linked_line_no"] = credits["linked_line_no"].astype("Int64")
     credits["linked_quantity"] = credits["linked_quantity"].astype("Int64")
+    credits = _within_what_was_bought(credits)
 
     # One return per (credit invoice, linked order or none), numbered by first appearance in the file.
     group = credits["linked_order"].fillna("")
-    first_position = credits.groupby([credits["invoice"], group], sort=False)["position"].transform("min")
-    number = first_position.groupby(credits["invoice"]).rank(method="dense").astype("int64")
+    # a split line's two parts (linked, then receiptless) share its position: the part breaks the tie
+    place = credits["position"] * 2 + credits["part"]
+    first_place = place.groupby([credits["invoice"], group], sort=False).transform("min")
+    number = first_place.groupby(credits["invoice"]).rank(method="dense").astype("int64")
     credits["return_id"] = credits["invoice"] + "-" + number.astype("str")
     credits["return_line_no"] = credits.groupby("return_id", sort=False).cumcount() + 1
     return credits
+
+
+def _within_what_was_bought(credits: pd.DataFrame) -> pd.DataFrame:
+    """A linked credit line takes back at most what is left of its purchase line (the line's quantity
+    less what earlier credits linked to it took, in credit-time order); the rest of its units, bought
+    before the data window, become a receiptless line of the same credit. `over_returned` marks the
+    credit lines that were split or unlinked so."""
+    credits = credits.sort_values(["at", "position"], kind="stable")
+    linked = credits["linked_order"].notna()
+    key = [credits["linked_order"], credits["linked_line_no"]]
+    asked_before = (
+        credits["quantity"].where(linked, 0).groupby(key, sort=False).cumsum() - credits["quantity"]
+    )
+    left = (credits["linked_quantity"] - asked_before).clip(lower=0).fillna(0).astype("int64")
+    taken = np.minimum(credits["quantity"].to_numpy(), np.where(linked, left.to_numpy(), 0))
+    credits["over_returned"] = linked & (taken < credits["quantity"].to_numpy())
+    kept = credits[taken > 0].assign(quantity=taken[taken > 0], part=0)
+    rest = credits[taken < credits["quantity"].to_numpy()].assign(
+        quantity=(credits["quantity"].to_numpy() - taken)[taken < credits["quantity"].to_numpy()], part=1
+    )
+    rest[["linked_order", "linked_line_no", "linked_quantity"]] = None
+    out = pd.concat([kept, rest]).sort_values(["position", "part"], kind="stable")
+    out["linked_line_no"] = out["linked_line_no"].astype("Int64")
+    out["linked_quantity"] = out["linked_quantity"].astype("Int64")
+    out["refund_cents"] = out["quantity"] * out["unit_cents"]
+    return out.reset_index(drop=True)
 
 
 def _mode_per_sku(frame: pd.DataFrame, value: str, priority: Iterable[str] = ()) -> pd.Series:

@@ -119,7 +119,23 @@ def expected(raw: pd.DataFrame) -> dict:
     credits["linked_order"] = (
         credits["position"].map(latest.set_index("position")["InvoiceNo_sale"]).fillna("")
     )
-    over = latest["Quantity"] * -1 > latest["Quantity_sale"]
+    # a purchase line gives back at most what it sold, to its credits in time order (file order on ties);
+    # what a credit asks beyond that becomes a receiptless line of its credit invoice
+    latest = latest.sort_values(["invoice_time", "position"]).copy()
+    asked = -latest["Quantity"]
+    before = asked.groupby(latest["position_sale"]).cumsum() - asked
+    latest["taken"] = asked.where(asked < latest["Quantity_sale"] - before, latest["Quantity_sale"] - before)
+    latest["taken"] = latest["taken"].clip(lower=0)
+    taken = credits["position"].map(latest.set_index("position")["taken"]).fillna(0).astype(int)
+    asked_all = -credits["Quantity"]
+    lines = pd.concat(
+        [
+            credits[taken > 0].assign(quantity=taken[taken > 0]),
+            credits[taken < asked_all].assign(
+                quantity=(asked_all - taken)[taken < asked_all], linked_order=""
+            ),
+        ]
+    )
 
     customers = set(sales["customer"]) | set(credits["customer"])
     return {
@@ -130,12 +146,13 @@ def expected(raw: pd.DataFrame) -> dict:
         "orders": sales["InvoiceNo"].nunique(),
         "guest_orders": sales.loc[sales["customer"] == "", "InvoiceNo"].nunique(),
         "order_value": round(Decimal(str(round((sales["Quantity"] * sales["UnitPrice"]).sum(), 2))), 2),
-        "returns": len(credits[["InvoiceNo", "linked_order"]].drop_duplicates()),
+        "lines": lines,
+        "returns": len(lines[["InvoiceNo", "linked_order"]].drop_duplicates()),
         "returned_value": round(
             Decimal(str(round((-credits["Quantity"] * credits["UnitPrice"]).sum(), 2))), 2
         ),
-        "linked": len(latest),
-        "over_returned": int(over.sum()),
+        "linked": int((taken > 0).sum()),
+        "over_returned": int((latest["taken"] < -latest["Quantity"]).sum()),
         "customers": len(customers - {""}),
         "products": pd.concat([sales["code"], credits["code"]]).nunique(),
     }
@@ -167,7 +184,7 @@ def test_duplicates_and_exclusions(report: UciReport, expected: dict) -> None:
     assert report.duplicate_rows == 5_268
     assert report.excluded == expected["excluded"]
     assert report.excluded["postage"] > 0 and report.excluded["stock_write_off"] > 0
-    kept = report.order_lines + report.return_lines
+    kept = report.order_lines + report.return_lines - report.split_return_lines
     assert report.source_rows == report.duplicate_rows + report.excluded_lines + kept
 
 
@@ -206,13 +223,14 @@ def test_customers_and_products(report: UciReport, expected: dict, written: dict
 
 
 def test_returns_and_refunds(report: UciReport, expected: dict, written: dict[str, pd.DataFrame]) -> None:
-    credits = expected["credits"]
-    assert report.return_lines == len(credits) == len(written["return_lines"])
+    credits, lines = expected["credits"], expected["lines"]
+    assert report.return_lines == len(lines) == len(written["return_lines"])
+    assert report.split_return_lines == len(lines) - len(credits)
     assert report.returns == expected["returns"] == len(written["returns"])
     assert report.returned_value == expected["returned_value"]
     assert Decimal(_cents(written["return_lines"]["refund_amount"])).scaleb(-2) == expected["returned_value"]
     assert report.linked_return_lines == expected["linked"]
-    assert report.receiptless_return_lines == len(credits) - expected["linked"]
+    assert report.receiptless_return_lines == len(lines) - expected["linked"]
     assert report.receiptless_returns == (written["returns"]["order_id"] == "").sum()
     assert report.over_returned_lines == expected["over_returned"]
     # returns of one credit invoice: one per linked order plus one receiptless, ids numbered from 1
@@ -245,8 +263,8 @@ def test_linked_return_lines_point_at_an_earlier_purchase_of_the_same_sku_by_the
     assert (pd.to_datetime(joined["placed_at"]) < pd.to_datetime(joined["requested_at"])).all()
 
     # the same pairs as the brute-force linking of the raw rows: (credit invoice, sku, quantity) -> order
-    credits = expected["credits"]
-    want = credits.assign(quantity=(-credits["Quantity"]).astype(str))[
+    lines_wanted = expected["lines"]
+    want = lines_wanted.assign(quantity=lines_wanted["quantity"].astype(str))[
         ["InvoiceNo", "code", "quantity", "linked_order"]
     ]
     got = lines.assign(invoice=lines["return_id"].str.rsplit("-", n=1).str[0])[
