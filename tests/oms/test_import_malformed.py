@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Connection, text
 
 from oms.errors import ContractError
@@ -501,3 +504,41 @@ def test_many_problems_are_summarised(loaded: Connection, tmp_path: Path) -> Non
     )
     assert "(and 58 more problems)" in str(error)
     assert len(error.problems) == 20
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(
+        st.lists(st.text(alphabet="ab ;", max_size=3), min_size=0, max_size=5), min_size=1, max_size=12
+    ),
+    newline=st.sampled_from(["\n", "\r\n"]),
+    final_newline=st.booleans(),
+    cuts=st.lists(st.integers(0, 200), max_size=6),
+)
+def test_field_counts_block_by_block_agree_with_the_csv_module(rows, newline, final_newline, cuts) -> None:
+    """The fast path (no quotes: fields counted with numpy, block by block) finds the same records and
+    the same lines of the wrong width as a full csv-module pass, wherever the blocks are cut."""
+    import csv
+    import io
+
+    from oms.importer import MAX_PROBLEMS, _FieldCounter
+
+    text = newline.join(",".join(fields) for fields in [["h1", "h2", "h3"], *rows])
+    text += newline if final_newline else ""
+    data = text.encode()
+    counter = _FieldCounter()
+    edges = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    for start, end in itertools.pairwise(edges):
+        counter.feed(data[start:end])
+    counter.finish()
+    reader = csv.reader(io.StringIO(text, newline=""))
+    next(reader)
+    records, wrong, end = 0, [], reader.line_num
+    for fields in reader:
+        if fields:
+            records += 1
+            if len(fields) != 3:
+                wrong.append((records, end + 1, len(fields)))
+        end = reader.line_num
+    assert counter.records == records
+    assert counter.wrong == wrong[:MAX_PROBLEMS]
