@@ -2,6 +2,7 @@
 test on the last 6, against the legacy rules and the simulator's ground truth.
 
     python benchmarks/model_quality.py [--customers 50000] [--seed 42]
+    python benchmarks/model_quality.py --grid [--seeds 1 2 3 4 5] [--cells small,mid]   # many retailers
 
 Prints, for the model and the rules: average precision and ROC AUC (on the random-audit reviews, on all
 reviews, and on every test return against the truth), precision / recall / fraud value caught at the
@@ -21,6 +22,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from features.offline import fraud_features, line_features
 from models.evaluation import threshold_at_capacity, time_split
@@ -41,7 +43,17 @@ def main() -> None:
     )
     parser.add_argument("--customers", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--grid", action="store_true", help="many retailers (benchmarks/model_quality_grid.py)"
+    )
+    args, rest = parser.parse_known_args()
+    if args.grid:
+        from model_quality_grid import main as grid
+
+        grid(rest)
+        return
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
     with tempfile.TemporaryDirectory(prefix="recoup-quality-") as scratch:
         out = Path(scratch) / "retailer"
         started = time.perf_counter()

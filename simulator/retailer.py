@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +164,37 @@ class SimulationConfig:
     audit_rate: float = 0.015
     review_share_of_flags: float = 0.75
     exploration: float = 0.2  # share of dispositions not following the static routing
+    # labels as a retailer has them: how many reviewed returns it knows at the end of the history (None:
+    # `review_share_of_flags` of the rule-flagged returns plus `audit_rate` of the others), the share of
+    # them that is the random audit, and how late decisions arrive (reviews and chargebacks decided in
+    # the last `label_delay_days` are not known yet)
+    review_budget: int | None = None
+    audit_share: float = 0.2
+    label_delay_days: int = 0
+    # how often each fraudulent segment acts (per eligible line bought), and how switchers' returns split
+    wardrobe_rate: float = 0.5
+    switch_rate: float = 0.6
+    ring_rate: float = 0.65
+    empty_box_share: float = 0.5
+
+    def with_typologies(self, seed: int) -> SimulationConfig:
+        """The same retailer with a fraud mix drawn from `seed`: how many customers of each fraudulent
+        segment (x0.3 to x3), how many receiptless thieves and sweethearting employees, and how often each
+        acts, so that a model is judged on mixes it was not tuned to."""
+        rng = np.random.default_rng([seed, 7919])
+        spread = lambda: float(np.exp(rng.uniform(np.log(0.3), np.log(3.0))))  # noqa: E731
+        fraudulent = ("wardrober", "serial_returner", "switcher", "ring")
+        shares = {k: v * spread() if k in fraudulent else v for k, v in self.segment_shares.items()}
+        return replace(
+            self,
+            segment_shares=shares,
+            receiptless_fraudsters_per_1000=self.receiptless_fraudsters_per_1000 * spread(),
+            sweetheart_share=min(self.sweetheart_share * spread(), 0.2),
+            wardrobe_rate=float(rng.uniform(0.2, 0.8)),
+            switch_rate=float(rng.uniform(0.3, 0.9)),
+            ring_rate=float(rng.uniform(0.35, 0.9)),
+            empty_box_share=float(rng.uniform(0.2, 0.8)),
+        )
 
     @property
     def end(self) -> dt.date:
@@ -745,7 +776,9 @@ class _Retailer:
         reason[extras] = reasons.index("doesnt_fit")
         # wardrobing: worn, returned just inside the window
         wardrobe = (
-            (segment == SEGMENTS.index("wardrober")) & np.isin(category, [0, 1, 2, 7]) & (rng.random(n) < 0.5)
+            (segment == SEGMENTS.index("wardrober"))
+            & np.isin(category, [0, 1, 2, 7])
+            & (rng.random(n) < config.wardrobe_rate)
         )
         returned |= wardrobe
         reason[wardrobe] = np.where(
@@ -753,20 +786,27 @@ class _Retailer:
         )
         typology[wardrobe] = TYPOLOGIES.index("wardrobing")
         # switchers: electronics bought online come back as empty boxes or other items
-        switch = (segment == SEGMENTS.index("switcher")) & (category == 2) & online & (rng.random(n) < 0.6)
+        switch = (
+            (segment == SEGMENTS.index("switcher"))
+            & (category == 2)
+            & online
+            & (rng.random(n) < config.switch_rate)
+        )
         returned |= switch
         reason[switch] = np.where(
             rng.random(switch.sum()) < 0.6, reasons.index("defective"), reasons.index("not_as_described")
         )
         typology[switch] = np.where(
-            rng.random(switch.sum()) < 0.5, TYPOLOGIES.index("empty_box"), TYPOLOGIES.index("item_switching")
+            rng.random(switch.sum()) < config.empty_box_share,
+            TYPOLOGIES.index("empty_box"),
+            TYPOLOGIES.index("item_switching"),
         )
         # rings: high-value online buys, claimed damaged/defective, often boxes come back empty
         ring = (
             (segment == SEGMENTS.index("ring"))
             & online
             & np.isin(category, [1, 2, 7])
-            & (rng.random(n) < 0.65)
+            & (rng.random(n) < config.ring_rate)
         )
         returned |= ring
         reason[ring] = rng.choice(
@@ -1298,11 +1338,21 @@ class _Retailer:
         self.legacy_rules = rules
         status = facts["status"]
         decidable = status != "rejected"
-        reviewed_flag = flagged & decidable & (rng.random(n) < config.review_share_of_flags)
-        audit = decidable & ~reviewed_flag & (rng.random(n) < config.audit_rate)
         delay = rng.uniform(1, 12, n)
         after = np.where(facts["condition_flag"], facts["received"], requested)
         reviewed_at = after + (delay * 86400).astype("timedelta64[s]")
+        known_by = self.end - np.timedelta64(config.label_delay_days, "D")  # decisions known at the end
+        if config.review_budget is None:
+            reviewed_flag = flagged & decidable & (rng.random(n) < config.review_share_of_flags)
+            audit = decidable & ~reviewed_flag & (rng.random(n) < config.audit_rate)
+        else:  # the budget is what is known at the end: drawn among the decisions made by then
+            known = decidable & (reviewed_at < known_by)
+            audits = min(round(config.review_budget * config.audit_share), int((known & ~flagged).sum()))
+            flags = min(config.review_budget - audits, int((known & flagged).sum()))
+            reviewed_flag = np.zeros(n, dtype=bool)
+            reviewed_flag[rng.choice(np.flatnonzero(known & flagged), flags, replace=False)] = True
+            audit = np.zeros(n, dtype=bool)
+            audit[rng.choice(np.flatnonzero(known & ~flagged), audits, replace=False)] = True
         label = self.truth_returns["label"].to_numpy()
         u = rng.random(n)
         outcome = np.where(
@@ -1315,11 +1365,11 @@ class _Retailer:
             ),
         ).astype(object)
         typology = self.truth_returns["typology"].to_numpy()
-        chosen = (reviewed_flag | audit) & (reviewed_at < self.end)
+        chosen = (reviewed_flag | audit) & (reviewed_at < known_by)
         # chargebacks: some ring fraud surfaces weeks later through the card schemes
         chargeback = (typology == "ring") & ~chosen & (rng.random(n) < 0.4)
         chargeback_at = requested + (rng.uniform(30, 60, n) * 86400).astype("timedelta64[s]")
-        chargeback &= chargeback_at < self.end
+        chargeback &= chargeback_at < known_by
         ids = self.returns_frame["return_id"].to_numpy()
         frames = []
         for mask, when, source, result in (

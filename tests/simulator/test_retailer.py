@@ -278,3 +278,34 @@ def test_history_is_time_consistent(sim: dict) -> None:
     december_orders = pd.to_datetime(sim["orders"]["placed_at"], utc=True).dt.month == 12
     assert december_orders.mean() > 1.2 / 12  # holiday peak
     assert january.sum() > 0
+
+
+def test_labels_as_a_retailer_has_them_budget_audit_share_and_delay(tmp_path: Path) -> None:
+    """The review budget is what is known at the end, audit_share of it the random audit, and
+    nothing decided in the last label_delay_days is known yet."""
+    config = SimulationConfig(
+        customers=3_000, months=8, seed=5, review_budget=120, audit_share=0.3, label_delay_days=60
+    )
+    simulate(config, tmp_path / "r")
+    reviews = pd.read_csv(tmp_path / "r" / "fraud_reviews.csv")
+    decided = pd.to_datetime(reviews["reviewed_at"], utc=True)
+    known_by = pd.Timestamp(config.end.isoformat(), tz="UTC") - pd.Timedelta(days=60)
+    assert (decided < known_by).all()
+    lp = reviews[reviews["source"] != "chargeback"]
+    assert len(lp) == 120
+    assert (lp["source"] == "random_audit").sum() == 36
+    returns = pd.read_csv(tmp_path / "r" / "returns.csv")
+    late = pd.to_datetime(returns["requested_at"], utc=True) >= known_by
+    assert late.sum() > 0 and not set(returns.loc[late, "return_id"]) & set(reviews["return_id"])
+
+
+def test_typology_seeds_draw_other_fraud_mixes(tmp_path: Path) -> None:
+    base = SimulationConfig(customers=3_000, months=6, seed=5)
+    mixes = [base.with_typologies(seed) for seed in (1, 2)]
+    assert mixes[0] != mixes[1] and mixes[0] == base.with_typologies(1)
+    shares = []
+    for number, config in enumerate(mixes):
+        simulate(config, tmp_path / str(number))
+        truth = pd.read_csv(tmp_path / str(number) / "_truth" / "returns.csv")
+        shares.append(truth["typology"].value_counts(normalize=True))
+    assert not shares[0].round(3).equals(shares[1].round(3))
