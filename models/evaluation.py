@@ -20,7 +20,9 @@ DAY = pd.Timedelta(days=1)
 @dataclass(frozen=True)
 class Split:
     """Train on returns requested before `train_end` with labels decided before `train_labels_until`;
-    validate (early stopping, calibration) on [valid_start, valid_end); test on [test_start, test_end)."""
+    validate (early stopping) on [valid_start, valid_end); test on [test_start, test_end). Returns
+    requested at or after `test_end` are too recent for their labels to have arrived: they are scored,
+    never trained or judged on."""
 
     train_end: pd.Timestamp
     train_labels_until: pd.Timestamp
@@ -28,16 +30,27 @@ class Split:
     valid_end: pd.Timestamp
     test_start: pd.Timestamp
     test_end: pd.Timestamp
+    label_horizon: pd.Timestamp | None = None  # the latest review decision known
+    label_delay_days: float | None = None  # the observed delay from return to decision (90th percentile)
 
     def describe(self) -> dict[str, str]:
-        return {name: value.isoformat() for name, value in self.__dict__.items()}
+        return {
+            name: value.isoformat() if isinstance(value, pd.Timestamp) else f"{value:.1f}"
+            for name, value in self.__dict__.items()
+            if value is not None
+        }
+
+
+class NotEnoughLabels(ValueError):
+    """Too few labelled returns for a time split: the message gives the counts per window."""
 
 
 def time_split(
     as_of: pd.Timestamp, *, test_days: int = 60, valid_days: int = 45, label_delay_days: int = 14
 ) -> Split:
-    """The latest `test_days` whose labels had time to arrive are the test period; before it, a gap of
-    the label delay, then the validation window, another gap, and everything earlier is training."""
+    """A calendar split (benchmarks and fixed windows): the latest `test_days` whose labels had time to
+    arrive are the test period; before it, a gap of the label delay, the validation window, another
+    gap, and everything earlier is training."""
     test_end = as_of - label_delay_days * DAY
     test_start = test_end - test_days * DAY
     valid_end = test_start - label_delay_days * DAY
@@ -50,6 +63,84 @@ def time_split(
         valid_end=valid_end,
         test_start=test_start,
         test_end=test_end,
+    )
+
+
+MIN_DELAY_DAYS = 3.0
+MAX_DELAY_DAYS = 180.0
+TEST_SHARE = 0.3  # of the mature labels, the latest ones
+MIN_TEST, MIN_TEST_CLASS = 20, 3  # labelled test returns, and of each class
+MIN_TRAIN, MIN_TRAIN_CLASS = 30, 5
+
+
+def label_split(
+    features: pd.DataFrame,
+    reviews: pd.DataFrame,
+    positive: tuple[str, ...],
+    *,
+    test_share: float = TEST_SHARE,
+) -> Split:
+    """A split anchored on the labels, not on the latest return.
+
+    The label horizon is the latest review decision; the label delay is the 90th percentile of the
+    time from a return to its decision. Returns requested later than horizon - delay are immature (most
+    of their labels have not arrived): they are scored, not trained or judged on. Of the mature labelled
+    returns, the latest `test_share` (by request time) are the test window and the rest train, so the
+    windows hold labels whatever the calendar looks like. Raises `NotEnoughLabels`, with the counts per
+    window, when either window lacks returns of a class.
+    """
+    decided = reviews[reviews["source"] != "chargeback"]
+    requested = features.set_index("return_id")["requested_at"]
+    if decided.empty:
+        raise NotEnoughLabels("not enough labels to train a fraud model: no reviewed return yet")
+    horizon = pd.Timestamp(decided["reviewed_at"].max())
+    lag = (decided["reviewed_at"] - decided["return_id"].map(requested)).dropna() / DAY
+    delay = float(np.clip(lag.quantile(0.9) if len(lag) else MIN_DELAY_DAYS, MIN_DELAY_DAYS, MAX_DELAY_DAYS))
+    mature_end = horizon - pd.Timedelta(days=delay)
+    known = reviews[reviews["reviewed_at"] <= horizon].sort_values("reviewed_at", kind="stable")
+    last = known.groupby("return_id", sort=False).tail(1)
+    labelled = pd.DataFrame(
+        {
+            "requested_at": last["return_id"].map(requested).to_numpy(),
+            "label": last["outcome"].isin(positive).to_numpy(int),
+            "judged": (last["source"] != "chargeback").to_numpy(),
+        }
+    ).dropna(subset=["requested_at"])
+    labelled = labelled[labelled["requested_at"] < mature_end].sort_values("requested_at", kind="stable")
+    judged = labelled[labelled["judged"]]
+    cut = int(len(judged) * (1 - test_share))
+    test_start = pd.Timestamp(judged["requested_at"].iloc[cut]) if 0 < cut < len(judged) else mature_end
+    train = labelled[labelled["requested_at"] < test_start]
+    test = judged[judged["requested_at"] >= test_start]
+
+    def counts(frame: pd.DataFrame) -> str:
+        return (
+            f"{len(frame)} ({int(frame['label'].sum())} positive, {int((1 - frame['label']).sum())} negative)"
+        )
+
+    pos_train, neg_train = int(train["label"].sum()), int((1 - train["label"]).sum())
+    pos_test, neg_test = int(test["label"].sum()), int((1 - test["label"]).sum())
+    if (
+        len(train) < MIN_TRAIN
+        or min(pos_train, neg_train) < MIN_TRAIN_CLASS
+        or len(test) < MIN_TEST
+        or min(pos_test, neg_test) < MIN_TEST_CLASS
+    ):
+        raise NotEnoughLabels(
+            f"not enough labels to train a fraud model: training {counts(train)}, test {counts(test)} "
+            f"labelled returns before {mature_end:%Y-%m-%d} (labels known to {horizon:%Y-%m-%d}, "
+            f"{delay:.0f} days after the return at the 90th percentile); a model needs {MIN_TRAIN} "
+            f"({MIN_TRAIN_CLASS} of each class) and {MIN_TEST} ({MIN_TEST_CLASS} of each class)"
+        )
+    return Split(
+        train_end=test_start,
+        train_labels_until=horizon + pd.Timedelta(seconds=1),
+        valid_start=test_start,
+        valid_end=test_start,
+        test_start=test_start,
+        test_end=mature_end,
+        label_horizon=horizon,
+        label_delay_days=delay,
     )
 
 
@@ -161,3 +252,67 @@ def evaluate(
         out.update({f"{subset}_{key}": value for key, value in metrics.items()})
     out["threshold"] = threshold
     return {f"{name}_{key}": value for key, value in out.items()}
+
+
+# --- an unbiased comparison: the random audit and inverse-propensity-weighted reviews ---------------
+
+
+def rule_strata(frame: pd.DataFrame) -> np.ndarray:
+    """How the legacy rules chose reviews: the number of rules a return hits (0 = not flagged)."""
+    return sum(rule(frame).astype(int) for rule in LEGACY_RULES.values()).to_numpy(int)
+
+
+def propensity_weights(holdout: pd.DataFrame, population: pd.DataFrame) -> np.ndarray:
+    """1 / P(reviewed | stratum) for each labelled holdout return: the reviews re-weighted to stand for
+    every return of the test window. A stratum is the number of legacy rules hit, the rules having
+    chosen what was reviewed; the random audit samples the unflagged stratum."""
+    labelled = pd.Series(rule_strata(holdout)).value_counts()
+    everyone = pd.Series(rule_strata(population)).value_counts()
+    weight = (everyone / labelled).reindex(labelled.index).fillna(1.0)
+    return pd.Series(rule_strata(holdout)).map(weight).to_numpy(float)
+
+
+def weighted_ap(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> float:
+    if labels.min() == labels.max():
+        return float("nan")
+    return float(average_precision_score(labels, scores, sample_weight=weights))
+
+
+def bootstrap_compare(
+    labels: np.ndarray,
+    strata: np.ndarray,
+    weights: np.ndarray,
+    scores: dict[str, np.ndarray],
+    *,
+    rounds: int = 400,
+    level: float = 0.9,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Weighted AP of each scorer with a `level` bootstrap interval, and of the first scorer's lead over
+    each other one (paired: the same resampled returns for both). Resampled within strata, so the
+    weights hold.
+
+    Keys: `<name>_ipw_ap`, `<name>_ipw_ap_lo`, `<name>_ipw_ap_hi`, `<first>_minus_<other>_lo`, `_hi`."""
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    names = list(scores)
+    draws = {name: [] for name in names}
+    for _ in range(rounds):
+        pick = np.concatenate([rng.choice(g, len(g), replace=True) for g in groups])
+        if labels[pick].min() == labels[pick].max():
+            continue
+        for name in names:
+            draws[name].append(weighted_ap(labels[pick], scores[name][pick], weights[pick]))
+    low, high = (1 - level) / 2, 1 - (1 - level) / 2
+    out: dict[str, float] = {}
+    for name in names:
+        values = np.asarray(draws[name])
+        out[f"{name}_ipw_ap"] = weighted_ap(labels, scores[name], weights)
+        out[f"{name}_ipw_ap_lo"] = float(np.quantile(values, low)) if len(values) else float("nan")
+        out[f"{name}_ipw_ap_hi"] = float(np.quantile(values, high)) if len(values) else float("nan")
+    first = names[0]  # the challenger, against each of the others
+    for other in names[1:]:
+        diff = np.asarray(draws[first]) - np.asarray(draws[other])
+        out[f"{first}_minus_{other}_lo"] = float(np.quantile(diff, low)) if len(diff) else float("nan")
+        out[f"{first}_minus_{other}_hi"] = float(np.quantile(diff, high)) if len(diff) else float("nan")
+    return out

@@ -16,11 +16,19 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 from features.catalogue import FEATURE_SETS, FRAUD_FEATURE_SET, FRAUD_FEATURES_V1, names
-from models.evaluation import Split, evaluate, legacy_rule_scores, time_split
+from models.evaluation import (
+    NotEnoughLabels,
+    Split,
+    bootstrap_compare,
+    evaluate,
+    label_split,
+    legacy_rule_scores,
+    propensity_weights,
+    rule_strata,
+)
 from models.native import RowPredictor
 
 POSITIVE = ("fraud", "abuse")
@@ -44,6 +52,15 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 MAX_ROUNDS = 600
 EARLY_STOPPING = 50
+# where the direction is known: more of these never lowers the risk
+MONOTONE = {
+    "cust_prior_fraud": 1,
+    "cust_linked_fraud": 1,
+    "cust_returns_30d": 1,
+    "cust_returns_90d": 1,
+    "cust_receiptless_returns_365d": 1,
+    "cust_return_rate_value_365d": 1,
+}
 
 
 @dataclass
@@ -134,44 +151,80 @@ def labels_as_of(
     )
 
 
-MIN_AUDIT = 150
-MIN_AUDIT_POSITIVES = 8
+def regularised(labels: int) -> tuple[dict[str, Any], int | None]:
+    """LightGBM settings for the number of labels: few labels get small trees, large leaves and a fixed,
+    short number of rounds; from `EARLY_STOPPING_LABELS` on, the rounds are chosen by early stopping on
+    the latest fifth of the training labels (None)."""
+    if labels >= EARLY_STOPPING_LABELS:
+        return {}, None
+    small = {
+        "num_leaves": 7 if labels >= 150 else 4,
+        "min_data_in_leaf": int(np.clip(labels // 25, 5, 20)),
+        "lambda_l2": 5.0,
+        "feature_fraction": 0.7,
+    }
+    return small, fixed_rounds(labels)
 
 
-def _calibration(
-    booster, features, reviews, split: Split, positive, feature_names, valid
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """Map the booster's probability to a probability for the whole population of returns.
+def fixed_rounds(labels: int) -> int:
+    return int(np.clip(labels // 2, 60, 200))
 
-    The labelled returns are mostly those the legacy rules flagged, so a calibration fitted on them
-    overstates risk for everyone else. The random audit is an unbiased sample: when it holds enough
-    labels (before the test period) a logistic (Platt) fit of the margin on it sets the scale; otherwise
-    isotonic regression on the validation reviews is used (and the metrics say so).
-    """
-    labels = labels_as_of(reviews, split.test_start, positive)
-    audited = labels[labels["source"] == "random_audit"].merge(
-        _window(features, None, split.valid_end), on="return_id"
-    )
-    grid = np.linspace(0.0, 1.0, 201)
-    if len(audited) >= MIN_AUDIT and audited["label"].sum() >= MIN_AUDIT_POSITIVES:
-        raw = booster.predict(audited[feature_names].to_numpy(np.float64), raw_score=True).reshape(-1, 1)
-        platt = LogisticRegression(C=1.0).fit(raw, audited["label"].to_numpy())
-        margins = np.log(np.clip(grid, 1e-9, 1 - 1e-9) / np.clip(1 - grid, 1e-9, 1))
-        return grid, platt.predict_proba(margins.reshape(-1, 1))[:, 1], "audit"
-    valid_raw = booster.predict(valid[feature_names].to_numpy(np.float64), raw_score=True)
-    isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip", increasing=True)
-    isotonic.fit(1.0 / (1.0 + np.exp(-valid_raw)), valid["label"].to_numpy())
-    return (
-        np.asarray(isotonic.X_thresholds_, dtype=float),
-        np.asarray(isotonic.y_thresholds_, dtype=float),
-        "reviews",
-    )
+
+EARLY_STOPPING_LABELS = 400
+SCORE_FLOOR, SCORE_CEILING = 0.001, 0.999  # a calibrated score is never "impossible" nor "certain"
+
+
+def _platt(margins: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration: a logistic fit of the label on the booster's margin over the labelled test returns,
+    re-weighted by inverse propensity so that the probabilities hold for every return (not only for the
+    reviewed ones the rules chose); the curve as (uncalibrated probability -> probability), clipped to
+    [SCORE_FLOOR, SCORE_CEILING]."""
+    grid = np.linspace(0.0, 1.0, 401)
+    margins_grid = np.log(np.clip(grid, 1e-12, 1 - 1e-12) / np.clip(1 - grid, 1e-12, 1))
+    if len(labels) == 0 or labels.min() == labels.max():
+        rate = float(np.average(labels, weights=weights)) if len(labels) else 0.0
+        return grid, np.full_like(grid, np.clip(rate, SCORE_FLOOR, SCORE_CEILING))
+    fit = LogisticRegression(C=1.0).fit(margins.reshape(-1, 1), labels, sample_weight=weights)
+    curve = fit.predict_proba(margins_grid.reshape(-1, 1))[:, 1]
+    return grid, np.clip(curve, SCORE_FLOOR, SCORE_CEILING)
 
 
 def _window(features: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp) -> pd.DataFrame:
     requested = features["requested_at"]
     mask = requested < end if start is None else (requested >= start) & (requested < end)
     return features[mask]
+
+
+def _fit(
+    params: dict[str, Any],
+    train: pd.DataFrame,
+    valid: pd.DataFrame | None,
+    feature_names: list[str],
+    rounds: int | None,
+) -> tuple[lgb.Booster, int]:
+    """A booster on `train` and its rounds: a fixed number, or as many as early stopping on `valid` keeps."""
+
+    def dataset(frame: pd.DataFrame, reference=None) -> lgb.Dataset:
+        return lgb.Dataset(
+            frame[feature_names].to_numpy(np.float64),
+            label=frame["label"].to_numpy(),
+            feature_name=feature_names,
+            free_raw_data=False,
+            reference=reference,
+        )
+
+    if rounds is not None:
+        return lgb.train(params, dataset(train), num_boost_round=rounds), rounds
+    train_set = dataset(train)
+    booster = lgb.train(
+        params,
+        train_set,
+        num_boost_round=MAX_ROUNDS,
+        valid_sets=[dataset(valid, train_set)],
+        valid_names=["valid"],
+        callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False)],
+    )
+    return booster, max(booster.best_iteration, 1)
 
 
 def train_fraud(
@@ -185,47 +238,63 @@ def train_fraud(
     params: dict[str, Any] | None = None,
     champion: FraudModel | None = None,
     feature_set: str = FRAUD_FEATURE_SET,
+    monotone: bool = True,
 ) -> TrainingResult:
-    """Train, calibrate and evaluate a challenger (against the legacy rules and the champion, if any)."""
-    params = {**DEFAULT_PARAMS, **(params or {})}
+    """Train, calibrate and evaluate a challenger against the legacy rules and the champion, if any.
+
+    The split is anchored on the labels (`label_split`) unless one is given: the latest mature labelled
+    returns are the test window, returns too recent for their labels are left out. Raises
+    `NotEnoughLabels` (one line, with the counts) when the labels cannot fill a split.
+    """
     feature_names = names(FEATURE_SETS[feature_set])
+    asked = dict(params or {})
     as_of = as_of or features["requested_at"].max() + pd.Timedelta(seconds=1)
-    split = split or time_split(as_of)
-    # what the model may learn from: labels known when it would have been trained (at test start)
-    train = _window(features, None, split.train_end).merge(
-        labels_as_of(reviews, split.train_labels_until, positive), on="return_id"
-    )
-    valid = _window(features, split.valid_start, split.valid_end).merge(
-        labels_as_of(reviews, split.test_start, positive), on="return_id"
-    )
+    split = split or label_split(features, reviews, positive)
+    labels = labels_as_of(reviews, split.train_labels_until, positive)
+    # what the model may learn from: labels known when it would have been trained
+    train = _window(features, None, split.train_end).merge(labels, on="return_id")
     population = _window(features, split.test_start, split.test_end).reset_index(drop=True)
     holdout = population.merge(labels_as_of(reviews, as_of, positive), on="return_id")
-    if train["label"].nunique() < 2 or valid["label"].nunique() < 2:
-        raise ValueError(
-            f"not enough labelled returns to train: {len(train)} in training ({int(train['label'].sum())} positive), "
-            f"{len(valid)} in validation ({int(valid['label'].sum())} positive)"
+    if split.label_horizon is not None:  # the chargebacks were not chosen by rules nor audit: not judged on
+        holdout = holdout[holdout["source"] != "chargeback"].reset_index(drop=True)
+    if split.valid_end > split.valid_start:  # a calendar split: its validation window stops the rounds
+        valid = _window(features, split.valid_start, split.valid_end).merge(
+            labels_as_of(reviews, split.test_start, positive), on="return_id"
         )
-    train_set = lgb.Dataset(
-        train[feature_names].to_numpy(np.float64),
-        label=train["label"].to_numpy(),
-        feature_name=feature_names,
-        free_raw_data=False,
-    )
-    valid_set = lgb.Dataset(
-        valid[feature_names].to_numpy(np.float64), label=valid["label"].to_numpy(), reference=train_set
-    )
-    booster = lgb.train(
-        params,
-        train_set,
-        num_boost_round=MAX_ROUNDS,
-        valid_sets=[valid_set],
-        valid_names=["valid"],
-        callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False)],
-    )
-    calibration_x, calibration_y, calibrated_on = _calibration(
-        booster, features, reviews, split, positive, feature_names, valid
-    )
+    else:
+        valid = None
+    if train["label"].nunique() < 2 or (valid is not None and valid["label"].nunique() < 2):
+        raise NotEnoughLabels(
+            f"not enough labels to train a fraud model: {len(train)} in training ({int(train['label'].sum())} positive)"
+            + (
+                f", {len(valid)} in validation ({int(valid['label'].sum())} positive)"
+                if valid is not None
+                else ""
+            )
+        )
+    small, rounds = regularised(len(train))
+    params = {**DEFAULT_PARAMS, **small, **asked}
+    if monotone:
+        params["monotone_constraints"] = [MONOTONE.get(name, 0) for name in feature_names]
+        params.setdefault("monotone_constraints_method", "advanced")
+    if rounds is None:  # enough labels: early stopping on the latest fifth, then all of them for that long
+        ordered = train.sort_values("requested_at", kind="stable")
+        cut = int(len(ordered) * 0.8)
+        fitted, inner = (ordered, valid) if valid is not None else (ordered.iloc[:cut], ordered.iloc[cut:])
+        if inner["label"].nunique() < 2:
+            rounds = fixed_rounds(len(train))
+        else:
+            _, rounds = _fit(params, fitted, inner, feature_names, None)
+    booster, rounds = _fit(params, train, None, feature_names, rounds)
     typical = features[feature_names].median(numeric_only=True).to_dict()
+    if len(holdout):
+        strata = rule_strata(holdout)
+        weights = propensity_weights(holdout, population)
+        margins = booster.predict(holdout[feature_names].to_numpy(np.float64), raw_score=True)
+        calibration_x, calibration_y = _platt(margins, holdout["label"].to_numpy(int), weights)
+    else:
+        strata, weights = np.zeros(0, int), np.zeros(0)
+        calibration_x, calibration_y = _platt(np.zeros(0), np.zeros(0, int), np.zeros(0))
     model = FraudModel(
         booster=booster,
         feature_set=feature_set,
@@ -255,6 +324,7 @@ def train_fraud(
             population_scores=population["rules_score"].to_numpy(),
         )
     )
+    compared = {"model": holdout["model_score"].to_numpy()}
     if champion is not None and set(champion.features) <= set(population.columns):
         population["champion_score"] = champion.predict(champion.matrix(population))
         holdout = holdout.merge(population[["return_id", "champion_score"]], on="return_id")
@@ -268,14 +338,19 @@ def train_fraud(
                 probabilities=holdout["champion_score"].to_numpy(),
             )
         )
-    metrics["best_iteration"] = float(booster.best_iteration)
-    metrics["calibrated_on_audit"] = float(calibrated_on == "audit")
+        compared["champion"] = holdout["champion_score"].to_numpy()
+    compared["rules"] = holdout["rules_score"].to_numpy()
+    if len(holdout) and holdout["label"].nunique() == 2:
+        metrics.update(bootstrap_compare(holdout["label"].to_numpy(int), strata, weights, compared))
+    metrics["rounds"] = float(rounds)
+    metrics["ipw_effective_labels"] = float(weights.sum() ** 2 / (weights**2).sum()) if len(weights) else 0.0
     rows = {
         "train": len(train),
         "train_positive": int(train["label"].sum()),
-        "valid": len(valid),
+        "valid": len(valid) if valid is not None else 0,
         "test_population": len(population),
         "test_labelled": len(holdout),
+        "test_positive": int(holdout["label"].sum()),
     }
     latest = pd.Timestamp(train["reviewed_at"].max()) if len(train) else None
     return TrainingResult(model, split, metrics, holdout, population, params, rows, latest)
@@ -284,7 +359,22 @@ def train_fraud(
 def challenger_wins(
     metrics: dict[str, float], metric: str = "reviews_average_precision", min_gain: float = 0.0
 ) -> tuple[bool, str]:
-    """The gate: the challenger must beat the champion on the same holdout (and the legacy rules)."""
+    """The gate. With the unbiased comparison (`bootstrap_compare`'s keys): the challenger must beat the
+    champion, or the rules scorer when there is no champion, with confidence: the lower end of the
+    interval of its lead in re-weighted AP above `min_gain`. Without it (older runs): a plain comparison
+    of `metric` on the holdout reviews."""
+    if "model_ipw_ap" in metrics:
+        other = "champion" if "model_minus_champion_lo" in metrics else "rules"
+        model, theirs = metrics["model_ipw_ap"], metrics.get(f"{other}_ipw_ap", float("nan"))
+        lo, hi = metrics[f"model_minus_{other}_lo"], metrics[f"model_minus_{other}_hi"]
+        said = (
+            f"the challenger's re-weighted AP {model:.3f} [{metrics['model_ipw_ap_lo']:.3f}, "
+            f"{metrics['model_ipw_ap_hi']:.3f}] against the {other} {theirs:.3f} "
+            f"[{metrics.get(f'{other}_ipw_ap_lo', float('nan')):.3f}, {metrics.get(f'{other}_ipw_ap_hi', float('nan')):.3f}]"
+        )
+        if lo == lo and lo > min_gain:
+            return True, f"{said}: better with confidence (lead {lo:+.3f} to {hi:+.3f})"
+        return False, f"{said}: does not beat the {other} with confidence (lead {lo:+.3f} to {hi:+.3f})"
     challenger = metrics.get(f"model_{metric}", float("nan"))
     rules = metrics.get(f"rules_{metric}", float("nan"))
     if math.isnan(challenger):
@@ -316,6 +406,7 @@ __all__ = [
     "FRAUD_FEATURES_V1",
     "POSITIVE",
     "FraudModel",
+    "NotEnoughLabels",
     "TrainingResult",
     "band",
     "challenger_wins",

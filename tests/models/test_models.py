@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 
 from features.offline import fraud_features, line_features
 from models import registry
-from models.fraud import challenger_wins, train_fraud
+from models.evaluation import label_split
+from models.fraud import POSITIVE, challenger_wins, train_fraud
 from models.recovery import RecoveryChooser, regret_against_truth, train_recovery
 from models.scoring import score_frame, write_scores
 from models.training import fraud_challenger, gate_fraud
@@ -73,8 +74,12 @@ def test_training_set_holds_no_review_decided_after_the_cutoff(world) -> None:
     result = train_fraud(world["features"], world["reviews"])
     assert result.latest_training_label is not None
     assert result.latest_training_label < result.split.train_labels_until
-    assert result.split.train_end < result.split.valid_start < result.split.test_start
-    assert (result.holdout["requested_at"] >= result.split.test_start).all()
+    split = result.split
+    assert split.train_end <= split.test_start < split.test_end
+    assert split.test_end == split.label_horizon - pd.Timedelta(days=split.label_delay_days)
+    assert (result.holdout["requested_at"] >= split.test_start).all()
+    assert (result.holdout["requested_at"] < split.test_end).all()
+    assert (result.holdout["source"] != "chargeback").all()  # judged only on what the rules or audit chose
 
 
 def test_reason_codes_reproduce_the_raw_score(world) -> None:
@@ -97,17 +102,27 @@ def test_gate_refuses_a_worse_challenger_and_keeps_the_champion(world, mlflow_st
     )
     assert gate_fraud(first, version).promoted
     assert registry.champion_version() == version
-    # a worse challenger: trained on shuffled labels
+    # a worse challenger: trained on shuffled labels (the test window's labels stay true)
+    split = label_split(world["features"], world["reviews"], POSITIVE)
+    requested = world["features"].set_index("return_id")["requested_at"]
     shuffled = world["reviews"].copy()
-    shuffled["outcome"] = shuffled["outcome"].sample(frac=1.0, random_state=0).to_numpy()
+    early = (shuffled["return_id"].map(requested) < split.test_start).to_numpy()
+    shuffled.loc[early, "outcome"] = (
+        shuffled.loc[early, "outcome"].sample(frac=1.0, random_state=0).to_numpy()
+    )
     worse, worse_version = fraud_challenger(
         world["features"], shuffled, capacity=0.02, artifact_root=mlflow_store
     )
     outcome = gate_fraud(worse, worse_version)
-    assert not outcome.promoted and "does not beat" in outcome.reason
-    assert (
-        worse.metrics["champion_reviews_average_precision"] > worse.metrics["model_reviews_average_precision"]
+    assert not outcome.promoted and "does not beat the champion" in outcome.reason
+    assert worse.metrics["champion_ipw_ap"] > worse.metrics["model_ipw_ap"]
+    assert registry.champion_version() == version
+    # the same model again: its lead's interval is [0, 0], which is no evidence, so it is refused
+    again, again_version = fraud_challenger(
+        world["features"], world["reviews"], capacity=0.02, artifact_root=mlflow_store
     )
+    assert again.metrics["model_minus_champion_lo"] == again.metrics["model_minus_champion_hi"] == 0.0
+    assert not gate_fraud(again, again_version).promoted
     assert registry.champion_version() == version
     wins, _ = challenger_wins(
         {
@@ -116,7 +131,33 @@ def test_gate_refuses_a_worse_challenger_and_keeps_the_champion(world, mlflow_st
             "rules_reviews_average_precision": 0.1,
         }
     )
-    assert not wins  # a tie does not move the champion
+    assert not wins  # a tie does not move the champion (older runs without intervals)
+
+
+def test_gate_promotes_only_with_confidence() -> None:
+    """The challenger's lead over the champion (or over the rules with no champion) must be above 0 over
+    the whole interval; an interval that overlaps the champion's is refused, whatever the point estimate."""
+    base = {
+        "model_ipw_ap": 0.80,
+        "model_ipw_ap_lo": 0.70,
+        "model_ipw_ap_hi": 0.88,
+        "champion_ipw_ap": 0.72,
+        "champion_ipw_ap_lo": 0.62,
+        "champion_ipw_ap_hi": 0.81,
+        "rules_ipw_ap": 0.30,
+        "rules_ipw_ap_lo": 0.22,
+        "rules_ipw_ap_hi": 0.39,
+    }
+    overlapping = {**base, "model_minus_champion_lo": -0.02, "model_minus_champion_hi": 0.17}
+    wins, reason = challenger_wins(overlapping)
+    assert not wins and "does not beat the champion with confidence" in reason and "0.800" in reason
+    confident = {**base, "model_minus_champion_lo": 0.01, "model_minus_champion_hi": 0.15}
+    wins, reason = challenger_wins(confident)
+    assert wins and "better with confidence" in reason
+    # no champion: judged against the rules scorer
+    first = {k: v for k, v in base.items() if not k.startswith("champion")}
+    assert challenger_wins({**first, "model_minus_rules_lo": 0.3, "model_minus_rules_hi": 0.6})[0]
+    assert not challenger_wins({**first, "model_minus_rules_lo": -0.05, "model_minus_rules_hi": 0.6})[0]
 
 
 def test_registry_on_the_embedded_store(world, mlflow_store: str) -> None:
