@@ -241,6 +241,7 @@ class ModelReason(BaseModel):
     value: float | None
     typical: float | None
     contribution: float
+    direction: str = Field(default="up", description="up: raises the risk; down: lowers it.")
     text: str
 
 
@@ -270,9 +271,17 @@ class ScoreOut(BaseModel):
     degraded: bool = Field(
         description="True when no model could be used: the decision is the policy rules' alone."
     )
-    model_version: str | None
+    model_version: str | None = Field(
+        description='The fraud model version that scored, or "rules" when no model is champion yet.'
+    )
+    serving_because: str | None = Field(
+        default=None, description="Why the rules scorer serves (no model champion yet), when it does."
+    )
     reasons: list[ScoreReason]
-    model_reasons: list[ModelReason]
+    model_reasons: list[ModelReason] = Field(
+        description="What raises the risk (review or deny); for an approved return, only with explain_approved."
+    )
+    approved_reasons: list[ModelReason] = Field(default_factory=list, exclude=True)
     lines: list[LineEstimateOut]
     latency_ms: float
 
@@ -288,7 +297,7 @@ class ScoreOut(BaseModel):
                     "reasons": [
                         {
                             "code": "fraud_score",
-                            "message": "fraud score 0.71: 6 returns in the last 30 days; most customers have 0",
+                            "message": "fraud score 0.71: Raises the risk: 6 returns by the customer in the last 30 days (typical of store returns of apparel: 0)",
                             "severity": "review",
                         }
                     ],
@@ -298,7 +307,8 @@ class ScoreOut(BaseModel):
                             "value": 6,
                             "typical": 0,
                             "contribution": 1.2,
-                            "text": "6 returns in the last 30 days; most customers have 0",
+                            "direction": "up",
+                            "text": "Raises the risk: 6 returns by the customer in the last 30 days (typical of store returns of apparel: 0)",
                         }
                     ],
                     "lines": [

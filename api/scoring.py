@@ -3,8 +3,10 @@ and reasons; per line the recovery estimate, recommended disposition and refund 
 
 The champion is loaded once (native LightGBM boosters, numpy on the request path) and hot-swapped by a
 background thread when the registry's `champion` alias moves: a request uses whichever model it picked
-up when it started, and the swap is one reference assignment, so no request is dropped. With no model,
-or one that fails, the policy decision stands and the answer says `degraded: true`; never a 5xx.
+up when it started, and the swap is one reference assignment, so no request is dropped. With no fraud
+champion the rules scorer serves (`models.rules`, `model_version: "rules"`, with `serving_because`) and
+gives way to a model the moment one is promoted. With no scorer at all, or one that fails, the policy
+decision stands and the answer says `degraded: true`; never a 5xx.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from sqlalchemy.orm import Session
 from features import engine as feature_engine
 from features import online as online_features
 from features.online import OnlineRequest, RequestLine
-from models.explain import reason_codes
+from models.explain import DOWN, UP, reason_codes
 from models.fraud import FraudModel, band
 from models.recovery import RecoveryModel
+from models.rules import VERSION as RULES_VERSION
 from oms.disposition import FEASIBLE, STATIC_ROUTING
 from oms.driver import Driver, Statement
 from oms.lifecycle import Assessment, CreateReturn, Reason, RequestContext
@@ -65,10 +68,8 @@ class ModelHolder:
             try:
                 fraud, recovery = self.loader()
                 held = self.current
-                changed = (fraud.version if fraud else None) != (
-                    held.fraud.version if held.fraud else None
-                ) or (recovery.version if recovery else None) != (
-                    held.recovery.version if held.recovery else None
+                changed = _identity(fraud) != _identity(held.fraud) or _identity(recovery) != _identity(
+                    held.recovery
                 )
                 if changed:
                     log.info(
@@ -101,6 +102,15 @@ class ModelHolder:
         self._stop.set()
 
 
+def _identity(model) -> tuple:
+    """What tells two served models apart: the version, and for the rules scorer its weights too."""
+    if model is None:
+        return (None,)
+    if model.version == RULES_VERSION:
+        return (model.version, repr(sorted(model.meta().items())))
+    return (model.version,)
+
+
 def registry_loader(
     tracking_uri: str, artifact_root: str | None = None
 ) -> Callable[[], tuple[FraudModel | None, RecoveryModel | None]]:
@@ -119,7 +129,8 @@ def registry_loader(
             version = registry.champion_version(name)
             if version is None:
                 cache.pop(name, None)
-                out.append(None)
+                # no fraud champion: the rules scorer serves (labelled "rules"), never nothing
+                out.append(registry.load_rules() if name == registry.FRAUD_MODEL else None)
                 continue
             if name not in cache or cache[name].version != version:
                 cache[name] = loader(version)
@@ -221,16 +232,20 @@ class ModelScorer:
         scores = model.calibrate(margins)
         lines = self._lines(requests, champions.recovery, [request for request, _, _ in items])
         out = []
+        by_group = getattr(model, "typical_by_group", None)
         for index, (_, _, policy_decision) in enumerate(items):
             row = matrix[index]
-            reasons = reason_codes(model.features, row, contributions[index], model.typical)
-            out.append(
-                Scored(
-                    self._combine(policy_decision, float(scores[index]), reasons, model.version),
-                    dict(zip(model.features, row.tolist(), strict=True)),
-                    lines[index],
+            up, down = (
+                reason_codes(
+                    model.features, row, contributions[index], model.typical, direction=way, by_group=by_group
                 )
+                for way in (UP, DOWN)
             )
+            assessment = self._combine(policy_decision, float(scores[index]), up, model.version)
+            assessment.extra["model_reasons_down"] = down
+            if model.version == RULES_VERSION:
+                assessment.extra["serving_because"] = getattr(model, "why", "")
+            out.append(Scored(assessment, dict(zip(model.features, row.tolist(), strict=True)), lines[index]))
         return out
 
     def _degraded(

@@ -80,6 +80,7 @@ class Registry:
     metrics: dict[str, dict[str, float]]  # per version
     params: dict[str, dict[str, str]]  # per version (the run's params: split dates, feature set...)
     error: str | None = None
+    rules: dict | None = None  # the rules scorer (`models.rules`): weights, why it serves, labels
 
 
 @st.cache_data(ttl=SLOW, show_spinner=False)
@@ -93,6 +94,7 @@ def registry(tracking_uri: str, artifact_root: str) -> Registry:
         mlflow_registry.configure(tracking_uri, artifact_root)
         listed = mlflow_registry.versions()
         champion = mlflow_registry.champion_version()
+        rules = mlflow_registry.load_rules().meta()
         client = MlflowClient()
         params = {}
         for item in listed:
@@ -106,7 +108,9 @@ def registry(tracking_uri: str, artifact_root: str) -> Registry:
         ],
         columns=empty.columns,
     )
-    return Registry(tracking_uri, champion, versions, {v.version: v.metrics for v in listed}, params)
+    return Registry(
+        tracking_uri, champion, versions, {v.version: v.metrics for v in listed}, params, rules=rules
+    )
 
 
 def current_registry() -> Registry:

@@ -1,5 +1,6 @@
-"""Reason codes: the largest contributions to a score (LightGBM `pred_contrib`) in plain sentences,
-with the return's value and what is typical ("7 returns in the last 30 days; most customers have 0")."""
+"""Reason codes: the largest contributions to a score (LightGBM `pred_contrib`) in plain sentences that
+say which way they push, with the return's value and what is typical of comparable returns ("Raises the
+risk: 7 returns by the customer in the last 30 days (typical of store returns of apparel: 0)")."""
 
 from __future__ import annotations
 
@@ -41,74 +42,121 @@ def _kind(name: str) -> Callable[[float], str]:
     return _count
 
 
-# Sentences for the features analysts meet most; everything else gets the generic form.
-TEMPLATES: dict[str, Callable[[float, float], str]] = {
-    "receiptless": lambda v, t: "Returned without a receipt" if v else "Returned with a receipt",
-    "cross_channel": lambda v, t: (
-        "Bought online, returned in a store" if v else "Returned through the channel it was bought in"
+# Phrases for the features analysts meet most (the value only); everything else gets the generic form.
+TEMPLATES: dict[str, Callable[[float], str]] = {
+    "receiptless": lambda v: "returned without a receipt" if v else "returned with a receipt",
+    "cross_channel": lambda v: (
+        "bought online, returned in a store" if v else "returned through the channel it was bought in"
     ),
-    "refund_cash": lambda v, t: "Refund asked in cash" if v else "Refund not in cash",
-    "cust_returns_30d": lambda v, t: f"{v:,.0f} returns in the last 30 days; most customers have {t:,.0f}",
-    "cust_returns_90d": lambda v, t: f"{v:,.0f} returns in the last 90 days; most customers have {t:,.0f}",
-    "cust_returns_365d": lambda v, t: f"{v:,.0f} returns in the last year; most customers have {t:,.0f}",
-    "cust_return_rate_value_365d": lambda v, t: (
-        f"Returned {v:.0%} of what they bought in the last year (typical {t:.0%})"
+    "refund_cash": lambda v: "refund asked in cash" if v else "refund not asked in cash",
+    "cust_returns_30d": lambda v: f"{v:,.0f} returns by the customer in the last 30 days",
+    "cust_returns_90d": lambda v: f"{v:,.0f} returns by the customer in the last 90 days",
+    "cust_returns_365d": lambda v: f"{v:,.0f} returns by the customer in the last year",
+    "cust_return_rate_value_365d": lambda v: f"returned {v:.0%} of what they bought in the last year",
+    "cust_return_rate_units_365d": lambda v: f"returned {v:.0%} of the units they bought in the last year",
+    "cust_linked_accounts": lambda v: (
+        f"shares a card, device or delivery address with {v:,.0f} other accounts"
     ),
-    "cust_return_rate_units_365d": lambda v, t: (
-        f"Returned {v:.0%} of the units they bought in the last year (typical {t:.0%})"
-    ),
-    "cust_linked_accounts": lambda v, t: (
-        f"Shares a card, device or delivery address with {v:,.0f} other accounts (typical {t:,.0f})"
-    ),
-    "cust_linked_fraud": lambda v, t: f"{v:,.0f} linked accounts were found committing fraud or abuse",
-    "cust_prior_fraud": lambda v, t: f"{v:,.0f} earlier returns of this customer were decided fraud or abuse",
-    "cust_return_locations_30d": lambda v, t: (
-        f"Returned at {v:,.0f} different locations in 30 days (typical {t:,.0f})"
-    ),
-    "cust_receiptless_returns_365d": lambda v, t: (
-        f"{v:,.0f} receiptless returns in the last year (typical {t:,.0f})"
-    ),
-    "days_left_in_window": lambda v, t: (
-        f"Returned {v:,.1f} days before the return window closes (typical {t:,.1f})"
-    ),
-    "days_since_purchase": lambda v, t: f"Returned {v:,.1f} days after purchase (typical {t:,.1f})",
-    "return_value": lambda v, t: f"Return worth {v:,.2f} (typical {t:,.2f})",
-    "emp_cash_share_30d": lambda v, t: (
-        f"The employee refunded {v:.0%} of returns in cash in 30 days (typical {t:.0%})"
-    ),
-    "emp_receiptless_share_30d": lambda v, t: (
-        f"{v:.0%} of the employee's returns in 30 days had no receipt (typical {t:.0%})"
-    ),
-    "emp_returns_30d": lambda v, t: f"The employee processed {v:,.0f} returns in 30 days (typical {t:,.0f})",
-    "customer_tenure_days": lambda v, t: f"Account {v:,.0f} days old (typical {t:,.0f})",
-    "electronics_share": lambda v, t: f"{v:.0%} of the value is electronics (typical {t:.0%})",
-    "store_receiptless_share_30d": lambda v, t: (
-        f"{v:.0%} of this store's returns in 30 days had no receipt (typical {t:.0%})"
-    ),
+    "cust_linked_fraud": lambda v: f"{v:,.0f} linked accounts were found committing fraud or abuse",
+    "cust_prior_fraud": lambda v: f"{v:,.0f} earlier returns of this customer were decided fraud or abuse",
+    "cust_return_locations_30d": lambda v: f"returned at {v:,.0f} different locations in 30 days",
+    "cust_receiptless_returns_365d": lambda v: f"{v:,.0f} receiptless returns in the last year",
+    "days_left_in_window": lambda v: f"returned {v:,.1f} days before the return window closes",
+    "days_since_purchase": lambda v: f"returned {v:,.1f} days after purchase",
+    "return_value": lambda v: f"a return worth {v:,.2f}",
+    "emp_cash_share_30d": lambda v: f"the employee refunded {v:.0%} of returns in cash in 30 days",
+    "emp_receiptless_share_30d": lambda v: f"{v:.0%} of the employee's returns in 30 days had no receipt",
+    "emp_returns_30d": lambda v: f"the employee processed {v:,.0f} returns in 30 days",
+    "customer_tenure_days": lambda v: f"an account {v:,.0f} days old",
+    "electronics_share": lambda v: f"{v:.0%} of the value is electronics",
+    "store_receiptless_share_30d": lambda v: f"{v:.0%} of this store's returns in 30 days had no receipt",
 }
+# yes/no facts and counts of confirmed fraud: a typical value says nothing there
+NO_TYPICAL = {
+    "receiptless",
+    "cross_channel",
+    "refund_cash",
+    "refund_store_credit",
+    "refund_exchange",
+    "return_channel_store",
+    "return_channel_mail",
+    "return_channel_online",
+    "has_employee",
+    "order_online",
+    "customer_known",
+    "cust_linked_fraud",
+    "cust_prior_fraud",
+}
+UP, DOWN = "raises the risk", "lowers the risk"
 
 
 def _missing(name: str) -> str:
     """Why a feature has no value, said the way an analyst would."""
     if name in ORDER_FEATURES:
-        return "No order to check it against (a receiptless return)"
+        return "no order to check it against (a receiptless return)"
     if name.startswith("cust_") or name == "customer_tenure_days":
-        return "No customer history to go on (guest or new account)"
+        return "no customer history to go on (guest or new account)"
     if name.startswith("emp_"):
-        return "No employee recorded on the return"
+        return "no employee recorded on the return"
     if name.startswith("store_"):
-        return "No store recorded on the return"
-    return f"{DESCRIPTIONS.get(name, name).capitalize()}: unknown"
+        return "no store recorded on the return"
+    return f"{DESCRIPTIONS.get(name, name)}: unknown"
 
 
-def sentence(name: str, value: float, typical: float) -> str:
+def sentence(
+    name: str, value: float, typical: float | None, *, direction: str = UP, comparable: str = "returns"
+) -> str:
+    """'Raises the risk: 7 returns by the customer in the last 30 days (typical of store returns of
+    apparel: 0)'. The typical value is the median of comparable returns (same channel and category)."""
     if math.isnan(value):
-        return _missing(name)
-    typical = 0.0 if typical is None or math.isnan(typical) else typical
-    if name in TEMPLATES:
-        return TEMPLATES[name](value, typical)
-    show = _kind(name)
-    return f"{DESCRIPTIONS.get(name, name).capitalize()}: {show(value)} (typical {show(typical)})"
+        phrase = _missing(name)
+    elif name in TEMPLATES:
+        phrase = TEMPLATES[name](value)
+    else:
+        phrase = f"{DESCRIPTIONS.get(name, name)}: {_kind(name)(value)}"
+    if not math.isnan(value) and name not in NO_TYPICAL and typical is not None and not math.isnan(typical):
+        phrase += f" (typical of {comparable}: {_kind(name)(typical)})"
+    return f"{direction.capitalize()}: {phrase}"
+
+
+# --- comparable returns: the same channel and the same kind of goods -----------------------------------
+
+CHANNELS = {"return_channel_store": "store", "return_channel_mail": "mail", "return_channel_online": "online"}
+KINDS = {"electronics_share": "electronics", "apparel_share": "apparel"}
+
+
+def group_of(values: dict[str, float]) -> tuple[str, str]:
+    """The comparable group of a return: (channel, kind of goods): 'store', 'apparel'; '' if unknown."""
+    channel = next((label for name, label in CHANNELS.items() if values.get(name) == 1), "")
+    kind = next((label for name, label in KINDS.items() if (values.get(name) or 0) >= 0.5), "other goods")
+    return channel, kind
+
+
+def describe_group(channel: str, kind: str) -> str:
+    return f"{channel} returns of {kind}" if channel else f"returns of {kind}"
+
+
+def typical_by_group(features, names: list[str], minimum: int = 50) -> dict[str, dict[str, float]]:
+    """The median of each feature per comparable group ('store|apparel'), for groups of at least
+    `minimum` returns; the key '' holds every return's median."""
+    import pandas as pd
+
+    frame = features[[*names, *[n for n in (*CHANNELS, *KINDS) if n not in names]]]
+    channel = pd.Series("", index=frame.index, dtype=object)
+    for name, label in CHANNELS.items():
+        channel = channel.mask(frame[name] == 1, label)
+    kind = pd.Series("other goods", index=frame.index, dtype=object)
+    for name, label in reversed(KINDS.items()):
+        kind = kind.mask(frame[name].fillna(0) >= 0.5, label)
+    out = {"": _medians(frame[names])}
+    for (c, k), group in frame[names].groupby([channel.to_numpy(), kind.to_numpy()]):
+        if len(group) >= minimum:
+            out[f"{c}|{k}"] = _medians(group)
+    return out
+
+
+def _medians(frame) -> dict[str, float | None]:
+    return {k: (None if v != v else float(v)) for k, v in frame.median(numeric_only=True).items()}
 
 
 def reason_codes(
@@ -117,27 +165,42 @@ def reason_codes(
     contributions: np.ndarray,
     typical: dict[str, float],
     top: int = 3,
+    *,
+    direction: str = UP,
+    by_group: dict[str, dict[str, float]] | None = None,
 ) -> list[dict[str, object]]:
-    """The `top` features pushing the score up the most, as {feature, value, typical, contribution, text}.
+    """The `top` features pushing the score up the most (or down, `direction=DOWN`), as {feature, value,
+    typical, contribution, direction, text}.
 
     `contributions` is one row of `pred_contrib` (last element the base value); contributions plus the
-    base value are the raw score, so the reasons are an exact decomposition, not a post-hoc story.
+    base value are the raw score, so the reasons are an exact decomposition, not a post-hoc story. The
+    typical value is that of comparable returns (`by_group`, same channel and kind of goods) when the
+    model has it, else of every return.
     """
     parts = contributions[: len(features)]
-    order = np.argsort(-parts)
+    sign = 1.0 if direction == UP else -1.0
+    order = np.argsort(-sign * parts, kind="stable")
+    row = dict(zip(features, (float(v) for v in values), strict=True))
+    channel, kind = group_of(row)
+    found = (by_group or {}).get(f"{channel}|{kind}")
+    comparable = describe_group(channel, kind) if found else "all returns"
+    medians = found or typical
     reasons = []
     for index in order[:top]:
-        if parts[index] <= 0:
+        if sign * parts[index] <= 0:
             break
         name = features[index]
         value = float(values[index])
+        usual = medians.get(name)
+        usual = None if usual is None or (isinstance(usual, float) and math.isnan(usual)) else usual
         reasons.append(
             {
                 "feature": name,
                 "value": None if math.isnan(value) else value,
-                "typical": typical.get(name),
+                "typical": usual,
                 "contribution": float(parts[index]),
-                "text": sentence(name, value, typical.get(name, float("nan"))),
+                "direction": "up" if direction == UP else "down",
+                "text": sentence(name, value, usual, direction=direction, comparable=comparable),
             }
         )
     return reasons

@@ -29,6 +29,7 @@ from models.evaluation import (
     propensity_weights,
     rule_strata,
 )
+from models.explain import typical_by_group
 from models.native import RowPredictor
 
 POSITIVE = ("fraud", "abuse")
@@ -75,6 +76,7 @@ class FraudModel:
     typical: dict[str, float]
     positive: tuple[str, ...] = POSITIVE
     version: str | None = None
+    typical_by_group: dict[str, dict[str, float]] = field(default_factory=dict)  # see models.explain
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[self.features].to_numpy(dtype=np.float64)
@@ -107,6 +109,10 @@ class FraudModel:
             "calibration_y": self.calibration_y.tolist(),
             "typical": {k: (None if v is None or math.isnan(v) else v) for k, v in self.typical.items()},
             "positive": list(self.positive),
+            "typical_by_group": {
+                group: {k: (None if v is None or math.isnan(v) else v) for k, v in medians.items()}
+                for group, medians in self.typical_by_group.items()
+            },
         }
 
     @classmethod
@@ -120,6 +126,10 @@ class FraudModel:
             typical={k: (np.nan if v is None else float(v)) for k, v in meta["typical"].items()},
             positive=tuple(meta.get("positive", POSITIVE)),
             version=version,
+            typical_by_group={
+                group: {k: (np.nan if v is None else float(v)) for k, v in medians.items()}
+                for group, medians in meta.get("typical_by_group", {}).items()
+            },
         )
 
 
@@ -171,6 +181,7 @@ def fixed_rounds(labels: int) -> int:
 
 
 EARLY_STOPPING_LABELS = 400
+UNLABELLED_WEIGHT = 0.0
 SCORE_FLOOR, SCORE_CEILING = 0.001, 0.999  # a calibrated score is never "impossible" nor "certain"
 
 
@@ -208,6 +219,7 @@ def _fit(
         return lgb.Dataset(
             frame[feature_names].to_numpy(np.float64),
             label=frame["label"].to_numpy(),
+            weight=frame["weight"].to_numpy(float) if "weight" in frame else None,
             feature_name=feature_names,
             free_raw_data=False,
             reference=reference,
@@ -239,12 +251,16 @@ def train_fraud(
     champion: FraudModel | None = None,
     feature_set: str = FRAUD_FEATURE_SET,
     monotone: bool = True,
+    unlabelled_weight: float = UNLABELLED_WEIGHT,
 ) -> TrainingResult:
     """Train, calibrate and evaluate a challenger against the legacy rules and the champion, if any.
 
     The split is anchored on the labels (`label_split`) unless one is given: the latest mature labelled
     returns are the test window, returns too recent for their labels are left out. Raises
     `NotEnoughLabels` (one line, with the counts) when the labels cannot fill a split.
+
+    `unlabelled_weight` > 0 adds the unlabelled returns of the training window as negatives, together
+    weighing that share of the labelled ones (most returns are legitimate: positive-unlabelled learning).
     """
     feature_names = names(FEATURE_SETS[feature_set])
     asked = dict(params or {})
@@ -285,6 +301,18 @@ def train_fraud(
             rounds = fixed_rounds(len(train))
         else:
             _, rounds = _fit(params, fitted, inner, feature_names, None)
+    labelled_rows = len(train)
+    if unlabelled_weight > 0:
+        before = _window(features, None, split.train_end)
+        unlabelled = before[~before["return_id"].isin(labels["return_id"])].assign(label=0)
+        if len(unlabelled):
+            train = pd.concat(
+                [
+                    train.assign(weight=1.0),
+                    unlabelled.assign(weight=unlabelled_weight * len(train) / len(unlabelled)),
+                ],
+                ignore_index=True,
+            )
     booster, rounds = _fit(params, train, None, feature_names, rounds)
     typical = features[feature_names].median(numeric_only=True).to_dict()
     if len(holdout):
@@ -303,6 +331,7 @@ def train_fraud(
         calibration_y=calibration_y,
         typical={k: float(v) for k, v in typical.items()},
         positive=positive,
+        typical_by_group=typical_by_group(features, feature_names),
     )
     population["model_score"] = model.predict(model.matrix(population)) if len(population) else np.zeros(0)
     population["rules_score"] = legacy_rule_scores(population) if len(population) else np.zeros(0)
@@ -345,8 +374,9 @@ def train_fraud(
     metrics["rounds"] = float(rounds)
     metrics["ipw_effective_labels"] = float(weights.sum() ** 2 / (weights**2).sum()) if len(weights) else 0.0
     rows = {
-        "train": len(train),
+        "train": labelled_rows,
         "train_positive": int(train["label"].sum()),
+        "train_unlabelled": len(train) - labelled_rows,
         "valid": len(valid) if valid is not None else 0,
         "test_population": len(population),
         "test_labelled": len(holdout),

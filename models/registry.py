@@ -92,6 +92,8 @@ def _plots(result: TrainingResult, directory: Path) -> list[Path]:
     paths.append(directory / "pr_curve.png")
     figure.savefig(paths[-1], dpi=100, bbox_inches="tight")
     plt.close(figure)
+    if holdout.empty:
+        return paths
 
     curve = calibration_curve(holdout["model_score"].to_numpy(), holdout["label"].to_numpy())
     figure, axis = plt.subplots(figsize=(5, 4))
@@ -273,6 +275,35 @@ def load_fraud(version: str | None = None, name: str = FRAUD_MODEL) -> FraudMode
         return None
     booster, meta, found_version = found
     return FraudModel.from_meta(booster, meta, version=found_version)
+
+
+RULES_TAG = "rules_scorer"
+
+
+def save_rules(scorer, name: str = FRAUD_MODEL) -> None:
+    """Keep the rules scorer (its weights and why it serves) as a tag of the registered fraud model."""
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name)
+    client.set_registered_model_tag(name, RULES_TAG, json.dumps(scorer.meta()))
+
+
+def load_rules(name: str = FRAUD_MODEL):
+    """The rules scorer as last fitted (`save_rules`), or the prior rules when none was fitted yet."""
+    from models.rules import RulesScorer
+
+    try:
+        tags = MlflowClient().get_registered_model(name).tags
+    except MlflowException:
+        return RulesScorer()
+    return RulesScorer.from_meta(json.loads(tags[RULES_TAG])) if RULES_TAG in tags else RulesScorer()
+
+
+def load_serving(name: str = FRAUD_MODEL):
+    """What scores fraud now: the champion model, or the rules scorer when there is none."""
+    return load_fraud(name=name) or load_rules(name)
 
 
 def version_tag(version: str, key: str, name: str = FRAUD_MODEL) -> Any:

@@ -1,5 +1,6 @@
-"""Batch scores: every return scored with the champion (point-in-time features), band, decision and
-reasons, written to `return_scores` for the dashboards and the review queue."""
+"""Batch scores: every return scored with the champion, or the rules scorer while there is none
+(point-in-time features), band, decision and reasons, written to `return_scores` for the dashboards and
+the review queue."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from oms.tables import ReturnScore
 def score_frame(
     model: FraudModel, features: pd.DataFrame, policy: Policy, *, reasons: int = 3
 ) -> pd.DataFrame:
-    """One row per return: score (calibrated), band, decision by the policy thresholds, top reasons."""
+    """One row per return: score (calibrated), band, decision by the policy thresholds, and the top
+    reasons that raise its risk (the review queue ranks every return, so each keeps them). `model` is a
+    `FraudModel` or the rules scorer (`models.rules.RulesScorer`)."""
     matrix = model.matrix(features)
     raw = model.raw(matrix)
     scores = model.calibrate(raw)
@@ -35,7 +38,12 @@ def score_frame(
                 "band": band(score, review, deny),
                 "decision": policy.decision_for_score(score),
                 "reasons": reason_codes(
-                    model.features, matrix[index], contributions[index], model.typical, top=reasons
+                    model.features,
+                    matrix[index],
+                    contributions[index],
+                    model.typical,
+                    top=reasons,
+                    by_group=getattr(model, "typical_by_group", None),
                 ),
             }
         )

@@ -11,15 +11,17 @@ from sqlalchemy import Engine
 
 from features.offline import fraud_features, line_features
 from models import registry
+from models.evaluation import NotEnoughLabels
 from models.fraud import FraudModel, TrainingResult, challenger_wins, train_fraud
 from models.recovery import RecoveryResult, train_recovery
+from models.rules import RulesScorer, fit_rules
 from oms.frames import load_frame
 
 
 @dataclass
 class Outcome:
     model: str
-    version: str
+    version: str | None  # None: no challenger could be trained (the reason says why)
     promoted: bool
     reason: str
     metrics: dict[str, float] = field(default_factory=dict)
@@ -89,12 +91,44 @@ def gate_recovery(result: RecoveryResult, version: str, *, promote: bool = True)
     return Outcome(registry.RECOVERY_MODEL, version, wins and promote, reason, result.metrics)
 
 
+def train_fraud_or_rules(
+    features: pd.DataFrame,
+    reviews: pd.DataFrame,
+    *,
+    capacity: float,
+    artifact_root: str | None = None,
+    promote: bool = True,
+) -> Outcome:
+    """A fraud challenger through its gate, then the rules scorer refitted on every label and saved, so
+    that whatever the labels allow serves: the champion, or the rules scorer with why no model is
+    champion. Too few labels is an outcome (no version), not a failure."""
+    try:
+        result, version = fraud_challenger(features, reviews, capacity=capacity, artifact_root=artifact_root)
+    except NotEnoughLabels as exc:
+        outcome = Outcome(registry.FRAUD_MODEL, None, False, str(exc))
+    else:
+        outcome = gate_fraud(result, version, promote=promote)
+    save_rules_scorer(features, reviews, outcome.reason)
+    return outcome
+
+
+def save_rules_scorer(features: pd.DataFrame, reviews: pd.DataFrame, reason: str) -> RulesScorer:
+    champion = registry.champion_version()
+    why = (
+        f"version {champion} is the champion; the rules scorer stands by"
+        if champion is not None
+        else f"no fraud model is champion: {reason}"
+    )
+    rules = fit_rules(features, reviews, why=why)
+    registry.save_rules(rules)
+    return rules
+
+
 def train_all(engine: Engine, *, capacity: float, artifact_root: str | None = None) -> list[Outcome]:
     """Both models from the state database, each through its gate."""
     features = fraud_features(engine)
     reviews = load_frame(engine, "fraud_reviews", ["return_id", "reviewed_at", "outcome", "source"])
-    fraud, version = fraud_challenger(features, reviews, capacity=capacity, artifact_root=artifact_root)
-    outcomes = [gate_fraud(fraud, version)]
+    outcomes = [train_fraud_or_rules(features, reviews, capacity=capacity, artifact_root=artifact_root)]
     recovery, recovery_version, _ = recovery_challenger(line_features(engine), artifact_root=artifact_root)
     outcomes.append(gate_recovery(recovery, recovery_version))
     return outcomes
@@ -102,3 +136,8 @@ def train_all(engine: Engine, *, capacity: float, artifact_root: str | None = No
 
 def champion_or_none() -> FraudModel | None:
     return registry.load_fraud()
+
+
+def serving() -> FraudModel | RulesScorer:
+    """The fraud scorer that serves now: the champion, or the rules scorer."""
+    return registry.load_serving()

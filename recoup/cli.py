@@ -190,6 +190,7 @@ def _mlflow():
 @app.command("train")
 def train() -> None:
     """Train the fraud and recovery models (MLflow runs); each is promoted only if it beats the champion."""
+    from models import registry
     from models.training import train_all
     from oms.policy import load_policy
 
@@ -200,6 +201,9 @@ def train() -> None:
             _engine(), capacity=policy.fraud.review_capacity, artifact_root=settings.mlflow_artifact_root
         )
     for outcome in outcomes:
+        if outcome.version is None:
+            out.print(f"{outcome.model}: no challenger: {outcome.reason}", markup=False, highlight=False)
+            continue
         verdict = "promoted to champion" if outcome.promoted else "not promoted"
         out.print(
             f"{outcome.model} version {outcome.version}: {verdict}: {outcome.reason}",
@@ -207,32 +211,43 @@ def train() -> None:
             highlight=False,
         )
     fraud = outcomes[0].metrics
-    out.print(
-        f"fraud holdout: average precision {fraud.get('model_reviews_average_precision', float('nan')):.3f} on reviews, "
-        f"{fraud.get('model_audit_average_precision', float('nan')):.3f} on the random audit "
-        f"(legacy rules {fraud.get('rules_reviews_average_precision', float('nan')):.3f} / "
-        f"{fraud.get('rules_audit_average_precision', float('nan')):.3f})",
-        markup=False,
-    )
+    if "model_ipw_ap" in fraud:
+        interval = lambda name: (  # noqa: E731
+            f"{fraud.get(f'{name}_ipw_ap', float('nan')):.3f} "
+            f"[{fraud.get(f'{name}_ipw_ap_lo', float('nan')):.3f}, {fraud.get(f'{name}_ipw_ap_hi', float('nan')):.3f}]"
+        )
+        out.print(
+            f"fraud test window, AP re-weighted for how the reviews were chosen (90 % interval): "
+            f"challenger {interval('model')}, rules {interval('rules')}"
+            + (f", champion {interval('champion')}" if "champion_ipw_ap" in fraud else ""),
+            markup=False,
+        )
+    serving = registry.load_serving()
+    if serving.version == "rules":
+        out.print(f"fraud scores: the rules scorer serves ({serving.why})", markup=False, highlight=False)
+    else:
+        out.print(f"fraud scores: {registry.FRAUD_MODEL} version {serving.version} serves", markup=False)
 
 
 @app.command("score")
 def score() -> None:
-    """Score every return with the champion fraud model into return_scores."""
+    """Score every return into return_scores: with the champion fraud model, or with the rules scorer
+    (model version "rules") while there is no champion."""
     from features.offline import fraud_features
     from models import registry
     from models.scoring import score_frame, write_scores
     from oms.policy import load_policy
 
     settings = _mlflow()
-    model = registry.load_fraud()
-    if model is None:
-        raise Failure("there is no champion fraud model yet: run `recoup train` first")
+    model = registry.load_serving()
     engine = _engine()
     scored = score_frame(model, fraud_features(engine), load_policy(settings.policy_path))
     written = write_scores(engine, model, scored)
     counts = scored["band"].value_counts().to_dict()
-    out.print(f"scored {written:,} returns with {registry.FRAUD_MODEL} version {model.version}: {counts}")
+    if model.version == "rules":
+        out.print(f"scored {written:,} returns with the rules scorer ({model.why}): {counts}", markup=False)
+    else:
+        out.print(f"scored {written:,} returns with {registry.FRAUD_MODEL} version {model.version}: {counts}")
 
 
 @models_app.command("list")

@@ -133,14 +133,25 @@ def _create_request(body: ReturnCreate) -> CreateReturn:
 
 
 @router.post("/score", response_model=ScoreOut, responses=ERRORS, openapi_extra=needs("returns:read"))
-async def score_return(body: ReturnCreate, state: State) -> ScoreOut:
-    """Score a prospective return without changing anything: decision, fraud score, reasons, per-line estimates."""
+async def score_return(
+    body: ReturnCreate,
+    state: State,
+    explain_approved: Annotated[
+        bool, Query(description="For an approved return, the reasons that lower its risk.")
+    ] = False,
+) -> ScoreOut:
+    """Score a prospective return without changing anything: decision, fraud score, reasons, per-line
+    estimates. `model_reasons` are what raises the risk of a return sent to review or refused; an approved
+    return has none unless `explain_approved` asks for what lowers its risk."""
     batcher = state.batchers.get("score")
     if batcher is None:
         batcher = state.batchers["score"] = Batcher(
             lambda bodies: _score_many(state, bodies), state.score_max_batch, state.score_batch_wait
         )
-    return await batcher.submit(body)
+    out = await batcher.submit(body)
+    if out.decision == "approve":
+        out = out.model_copy(update={"model_reasons": out.approved_reasons if explain_approved else []})
+    return out
 
 
 def _score_many(state, bodies: Sequence[ReturnCreate]) -> list[ScoreOut | Exception]:
@@ -230,7 +241,8 @@ def _scores(state, bodies: Sequence[ReturnCreate], engine) -> list[ScoreOut | Ex
             continue
         assessment, one = next(assessments), next(scored)
         _log(state, one, None, context.now)
-        model_reasons = assessment.extra.get("model_reasons", []) if assessment.extra else []
+        extra = assessment.extra or {}
+        model_reasons, down = extra.get("model_reasons", []), extra.get("model_reasons_down", [])
         out.append(
             ScoreOut(
                 decision=assessment.decision,
@@ -240,6 +252,8 @@ def _scores(state, bodies: Sequence[ReturnCreate], engine) -> list[ScoreOut | Ex
                 model_version=assessment.model_version,
                 reasons=[ScoreReason(**r.as_dict()) for r in assessment.reasons],
                 model_reasons=[ModelReason(**r) for r in model_reasons],
+                approved_reasons=[ModelReason(**r) for r in down],
+                serving_because=extra.get("serving_because"),
                 lines=[LineEstimateOut(**line.__dict__) for line in one.lines],
                 latency_ms=one.latency_ms,
             )

@@ -33,12 +33,31 @@ if registry.error:
 
 # --- champion ----------------------------------------------------------------------------------------
 
-st.header("Champion")
+st.header("What scores fraud")
 if registry.champion is None:
+    rules = registry.rules or {}
     st.info(
-        f"No champion fraud model in the registry at {registry.tracking_uri}"
-        + (" (the scores below come from the newest scored version)." if len(versions) else ".")
+        "**The rules scorer serves** (model version `rules`): "
+        + (rules.get("why") or f"no champion fraud model in the registry at {registry.tracking_uri}")
+        + ". It is the legacy rules, each weighted "
+        + (
+            f"by what {rules.get('labels', 0):,} labelled returns say"
+            if rules.get("fitted")
+            else "by a prior (too few labels to fit them)"
+        )
+        + "; a model replaces it when one beats it with confidence."
     )
+    if rules.get("weights"):
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "rule": list(rules["weights"]),
+                    "weight (log-odds when hit)": list(rules["weights"].values()),
+                }
+            ),
+            hide_index=True,
+            key="models_rules",
+        )
 else:
     metrics = registry.metrics.get(registry.champion, {})
     created = registry.versions.loc[registry.versions["version"] == registry.champion, "created"]
@@ -71,6 +90,23 @@ else:
             if any(v is not None for k, v in row.items() if k not in ("scorer", "holdout")):
                 rows.append(row)
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="models_metrics")
+    intervals = [
+        {
+            "scorer": {"model": "champion", "champion": "champion it replaced"}.get(scorer, scorer),
+            "re-weighted AP": metrics[f"{scorer}_ipw_ap"],
+            "90 % interval": f"{metrics.get(f'{scorer}_ipw_ap_lo', float('nan')):.3f} to "
+            f"{metrics.get(f'{scorer}_ipw_ap_hi', float('nan')):.3f}",
+        }
+        for scorer in ("model", "champion", "rules")
+        if f"{scorer}_ipw_ap" in metrics
+    ]
+    if intervals:
+        st.caption(
+            "On the test window, every labelled return weighted by how the reviews were chosen (inverse "
+            "propensity by rules hit), with bootstrap intervals: a challenger is promoted only when its "
+            "lead over the champion (or the rules) is above 0 over the whole interval."
+        )
+        st.dataframe(pd.DataFrame(intervals), hide_index=True, key="models_intervals")
     with st.expander("All registered versions"):
         listing = registry.versions.copy()
         listing["average precision (reviews)"] = listing["version"].map(

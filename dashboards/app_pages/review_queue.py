@@ -31,11 +31,13 @@ if model is None:
         "No return has been scored yet: train a model and score the returns (`recoup train`, `recoup score`)."
     )
     st.stop()
-st.caption(
-    f"Returns flagged by {model.model_name} version {model.model_version}"
-    + (" (the champion)" if model.is_champion else " (the newest scores; the registry names no champion)")
-    + ", not yet decided, by expected loss = score × return value."
-)
+if model.model_version == "rules":
+    scorer = "the rules scorer (no fraud model is champion yet; the models page says why)"
+else:
+    scorer = f"{model.model_name} version {model.model_version}" + (
+        " (the champion)" if model.is_champion else " (the newest scores; the registry names no champion)"
+    )
+st.caption(f"Returns flagged by {scorer}, not yet decided, by expected loss = score × return value.")
 
 message = st.session_state.pop("decision_message", None)
 if message:

@@ -15,13 +15,15 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, make_url, select
 
-from api.scoring import ModelHolder
+from api.scoring import ModelHolder, registry_loader
 from api.serving_log import ServingLogWriter
 from api.state import AppState
 from features.offline import fraud_features, line_features, write_product_snapshots
 from features.skew import serving_skew
+from models import registry
 from models.fraud import train_fraud
 from models.recovery import train_recovery
+from models.rules import fit_rules
 from oms.apikeys import create_key
 from oms.db import make_engine
 from oms.frames import load_frame
@@ -118,7 +120,19 @@ def test_score_contract_and_no_side_effects(scoring_api, trained: dict) -> None:
     assert body["degraded"] is False and body["model_version"] == "1"
     assert 0.0 <= body["score"] <= 1.0 and body["band"] in ("low", "elevated", "high", "critical")
     assert body["decision"] in ("approve", "review", "deny")
-    assert body["model_reasons"] and all(r["text"] for r in body["model_reasons"])
+    assert 0.0 < body["score"] < 1.0  # never "impossible" nor "certain"
+    if body["decision"] == "approve":  # what raises the risk is said only for a flagged return
+        assert body["model_reasons"] == []
+        asked = client.post("/v1/returns/score?explain_approved=true", json=_body(trained)).json()
+        assert asked["model_reasons"] and all(
+            r["direction"] == "down" and r["text"].startswith("Lowers the risk: ") and r["contribution"] < 0
+            for r in asked["model_reasons"]
+        )
+    else:
+        assert body["model_reasons"] and all(
+            r["direction"] == "up" and r["text"].startswith("Raises the risk: ") and r["contribution"] > 0
+            for r in body["model_reasons"]
+        )
     line = body["lines"][0]
     assert line["recommended_disposition"] in (
         "restock",
@@ -171,6 +185,44 @@ def test_degraded_without_a_model_and_with_a_broken_one(scoring_api, trained: di
     assert answer.status_code == 200 and answer.json()["degraded"] is True
     created = client.post("/v1/returns", json=_body(trained, 1))
     assert created.status_code == 201 and created.json()["degraded"] is True
+
+
+def test_without_a_champion_the_rules_scorer_serves_until_a_model_is_promoted(
+    scoring_api, trained: dict, tmp_path: Path
+) -> None:
+    client, state = scoring_api
+    uri, artifacts = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts")
+    registry.configure(uri, artifacts)
+    features = fraud_features(trained["engine"])
+    reviews = load_frame(trained["engine"], "fraud_reviews")
+    rules = fit_rules(features, reviews, why="no fraud model is champion: the first challenger lost")
+    assert rules.fitted and rules.labels > 100
+    registry.save_rules(rules)
+    state.models = ModelHolder(registry_loader(uri, artifacts), interval=3600)
+    state.models.refresh()
+    bodies = [client.post("/v1/returns/score", json=_body(trained, i)).json() for i in range(5)]
+    for body in bodies:
+        assert body["degraded"] is False and body["model_version"] == "rules"
+        assert body["serving_because"] == rules.why
+        assert 0.0 < body["score"] < 1.0 and body["band"] is not None
+    # a receiptless return worth more than 400 hits two rules or more: it scores above the ones before
+    sku = load_frame(trained["engine"], "products", ["sku", "list_price"]).sort_values("list_price").iloc[-1]
+    risky = {
+        "channel": "store",
+        "location_id": "S001",
+        "refund_method": "cash",
+        "lines": [{"sku": sku["sku"], "quantity": 2, "reason": "changed_mind"}],
+    }
+    answer = client.post("/v1/returns/score", json=risky)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["score"] > min(b["score"] for b in bodies)
+    # a model promoted: the next refresh serves it
+    result = train_fraud(features, reviews)
+    version = registry.log_fraud_run(result, artifact_root=artifacts)
+    registry.promote(version, reason="test")
+    state.models.refresh()
+    body = client.post("/v1/returns/score", json=_body(trained, 0)).json()
+    assert body["model_version"] == version and body["serving_because"] is None and not body["degraded"]
 
 
 def test_hot_swap_under_concurrent_requests(scoring_api, trained: dict, live_server) -> None:

@@ -372,8 +372,29 @@ def test_models_page_without_a_registered_champion(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("RECOUP_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty-mlflow.db'}")
     get_settings.cache_clear()
     at = open_app(ADMIN, "models")
-    assert any("No champion fraud model" in i.value for i in at.info)
+    assert any("The rules scorer serves" in i.value for i in at.info), [i.value for i in at.info]
     assert number(at, "Flagged") > 0  # the newest scores are still shown and replayed
+
+
+def test_without_a_champion_the_pages_show_the_rules_scorers_scores(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, world: World
+) -> None:
+    from models.rules import RulesScorer
+    from models.scoring import score_frame, write_scores
+    from oms.policy import load_policy
+    from recoup.settings import DEFAULT_POLICY_PATH, get_settings
+
+    monkeypatch.setenv("RECOUP_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty-mlflow.db'}")
+    get_settings.cache_clear()
+    rules = RulesScorer()
+    engine = make_engine(at_url(None))
+    write_scores(engine, rules, score_frame(rules, world.features, load_policy(DEFAULT_POLICY_PATH)))
+    engine.dispose()
+    at = open_app(ALICE, "review_queue")
+    assert any("the rules scorer" in c.value for c in at.caption), [c.value for c in at.caption]
+    at = open_app(ADMIN, "models")
+    assert any("no fraud model has been trained yet" in i.value for i in at.info)
+    assert table(at, "weight (log-odds when hit)")["rule"].tolist() == list(rules.weights)
 
 
 def test_models_page_compares_served_scores_and_features(world: World) -> None:
