@@ -278,6 +278,9 @@ def weighted_ap(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> 
     return float(average_precision_score(labels, scores, sample_weight=weights))
 
 
+GATE_LEVEL = 0.8  # two-sided: a lead is "with confidence" when 90 % of the resampled leads are above 0
+
+
 def bootstrap_compare(
     labels: np.ndarray,
     strata: np.ndarray,
@@ -285,7 +288,7 @@ def bootstrap_compare(
     scores: dict[str, np.ndarray],
     *,
     rounds: int = 400,
-    level: float = 0.9,
+    level: float = GATE_LEVEL,
     seed: int = 0,
 ) -> dict[str, float]:
     """Weighted AP of each scorer with a `level` bootstrap interval, and of the first scorer's lead over

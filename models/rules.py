@@ -39,6 +39,7 @@ RULE_TEXT = {
 PRIOR_BASE = math.log(0.02 / 0.98)  # about 2 % of returns are fraud or abuse
 PRIOR_WEIGHT = 1.5  # each rule hit multiplies the odds by about 4.5
 MIN_LABELS, MIN_CLASS = 30, 5
+TIE_BREAK = 1e-3  # log-odds per log(1 + value): 0.014 between a return of 1.00 and one of 1,000,000
 
 
 def hits(matrix: np.ndarray) -> np.ndarray:
@@ -78,7 +79,10 @@ class RulesScorer:
         out = np.zeros((len(matrix), len(self.features) + 1))
         for column, rule in enumerate(LEGACY_RULES):
             out[:, self.features.index(RULE_FEATURE[rule])] += fired[:, column] * self.weights[rule]
-        out[:, -1] = self.base
+        # within the same rules hit, the larger return first (as the legacy rules break ties): a nudge far
+        # below any rule's weight, kept in the base column so that it is never given as a reason
+        value = np.clip(np.nan_to_num(matrix[:, self.features.index("return_value")], nan=0.0), 0.0, 1e6)
+        out[:, -1] = self.base + TIE_BREAK * np.log1p(value)
         return out
 
     def raw(self, matrix: np.ndarray) -> np.ndarray:

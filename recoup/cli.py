@@ -217,7 +217,7 @@ def train() -> None:
             f"[{fraud.get(f'{name}_ipw_ap_lo', float('nan')):.3f}, {fraud.get(f'{name}_ipw_ap_hi', float('nan')):.3f}]"
         )
         out.print(
-            f"fraud test window, AP re-weighted for how the reviews were chosen (90 % interval): "
+            f"fraud test window, AP re-weighted for how the reviews were chosen (80 % interval): "
             f"challenger {interval('model')}, rules {interval('rules')}"
             + (f", champion {interval('champion')}" if "champion_ipw_ap" in fraud else ""),
             markup=False,

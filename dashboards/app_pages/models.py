@@ -92,12 +92,16 @@ else:
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="models_metrics")
     intervals = [
         {
-            "scorer": {"model": "champion", "champion": "champion it replaced"}.get(scorer, scorer),
+            "scorer": {
+                "model": "champion",
+                "challenger": "champion, on returns the one it replaced never learned from",
+                "champion": "the champion it replaced, on the same returns",
+            }.get(scorer, scorer),
             "re-weighted AP": metrics[f"{scorer}_ipw_ap"],
-            "90 % interval": f"{metrics.get(f'{scorer}_ipw_ap_lo', float('nan')):.3f} to "
+            "80 % interval": f"{metrics.get(f'{scorer}_ipw_ap_lo', float('nan')):.3f} to "
             f"{metrics.get(f'{scorer}_ipw_ap_hi', float('nan')):.3f}",
         }
-        for scorer in ("model", "champion", "rules")
+        for scorer in ("model", "rules", "challenger", "champion")
         if f"{scorer}_ipw_ap" in metrics
     ]
     if intervals:

@@ -97,33 +97,45 @@ def test_reason_codes_reproduce_the_raw_score(world) -> None:
 
 
 def test_gate_refuses_a_worse_challenger_and_keeps_the_champion(world, mlflow_store: str) -> None:
+    # the champion was trained four months ago: on the returns and the decisions known then
+    features, reviews = world["features"], world["reviews"]
+    then = features["requested_at"].max() - pd.Timedelta(days=120)
     first, version = fraud_challenger(
-        world["features"], world["reviews"], capacity=0.02, artifact_root=mlflow_store
+        features[features["requested_at"] < then],
+        reviews[reviews["reviewed_at"] < then],
+        capacity=0.02,
+        artifact_root=mlflow_store,
     )
     assert gate_fraud(first, version).promoted
     assert registry.champion_version() == version
-    # a worse challenger: trained on shuffled labels (the test window's labels stay true)
-    split = label_split(world["features"], world["reviews"], POSITIVE)
-    requested = world["features"].set_index("return_id")["requested_at"]
-    shuffled = world["reviews"].copy()
+    assert registry.load_fraud().trained_until == first.split.test_end  # refit on every mature label
+    # a worse challenger now: trained on shuffled labels (the test window's labels stay true)
+    split = label_split(features, reviews, POSITIVE)
+    requested = features.set_index("return_id")["requested_at"]
+    shuffled = reviews.copy()
     early = (shuffled["return_id"].map(requested) < split.test_start).to_numpy()
     shuffled.loc[early, "outcome"] = (
         shuffled.loc[early, "outcome"].sample(frac=1.0, random_state=0).to_numpy()
     )
-    worse, worse_version = fraud_challenger(
-        world["features"], shuffled, capacity=0.02, artifact_root=mlflow_store
-    )
+    worse, worse_version = fraud_challenger(features, shuffled, capacity=0.02, artifact_root=mlflow_store)
     outcome = gate_fraud(worse, worse_version)
     assert not outcome.promoted and "does not beat the champion" in outcome.reason
-    assert worse.metrics["champion_ipw_ap"] > worse.metrics["model_ipw_ap"]
+    # judged only on test returns the champion never learned from
+    assert 20 <= worse.metrics["champion_unseen_labelled"] <= worse.rows["test_labelled"]
+    assert worse.metrics["champion_ipw_ap"] > worse.metrics["challenger_ipw_ap"]
     assert registry.champion_version() == version
-    # the same model again: its lead's interval is [0, 0], which is no evidence, so it is refused
-    again, again_version = fraud_challenger(
-        world["features"], world["reviews"], capacity=0.02, artifact_root=mlflow_store
-    )
-    assert again.metrics["model_minus_champion_lo"] == again.metrics["model_minus_champion_hi"] == 0.0
-    assert not gate_fraud(again, again_version).promoted
-    assert registry.champion_version() == version
+    # a proper challenger with four more months of labels
+    better, better_version = fraud_challenger(features, reviews, capacity=0.02, artifact_root=mlflow_store)
+    assert better.metrics["challenger_ipw_ap_lo"] <= better.metrics["challenger_ipw_ap"]
+    promoted = gate_fraud(better, better_version)
+    assert promoted.promoted == (better.metrics["challenger_minus_champion_lo"] > 0), promoted.reason
+    registry.promote(better_version, reason="test: the champion of today's data")
+    current = registry.champion_version()
+    # the same data again: the champion has learned from every label of its test window, no evidence
+    again, again_version = fraud_challenger(features, reviews, capacity=0.02, artifact_root=mlflow_store)
+    refused = gate_fraud(again, again_version)
+    assert not refused.promoted and "too few to judge" in refused.reason, refused.reason
+    assert registry.champion_version() == current
     wins, _ = challenger_wins(
         {
             "model_reviews_average_precision": 0.5,
@@ -137,25 +149,39 @@ def test_gate_refuses_a_worse_challenger_and_keeps_the_champion(world, mlflow_st
 def test_gate_promotes_only_with_confidence() -> None:
     """The challenger's lead over the champion (or over the rules with no champion) must be above 0 over
     the whole interval; an interval that overlaps the champion's is refused, whatever the point estimate."""
-    base = {
+    first = {
         "model_ipw_ap": 0.80,
         "model_ipw_ap_lo": 0.70,
         "model_ipw_ap_hi": 0.88,
-        "champion_ipw_ap": 0.72,
-        "champion_ipw_ap_lo": 0.62,
-        "champion_ipw_ap_hi": 0.81,
         "rules_ipw_ap": 0.30,
         "rules_ipw_ap_lo": 0.22,
         "rules_ipw_ap_hi": 0.39,
     }
-    overlapping = {**base, "model_minus_champion_lo": -0.02, "model_minus_champion_hi": 0.17}
+    against = {
+        **first,
+        "champion_unseen_labelled": 120.0,
+        "challenger_ipw_ap": 0.80,
+        "challenger_ipw_ap_lo": 0.70,
+        "challenger_ipw_ap_hi": 0.88,
+        "champion_ipw_ap": 0.72,
+        "champion_ipw_ap_lo": 0.62,
+        "champion_ipw_ap_hi": 0.81,
+    }
+    overlapping = {**against, "challenger_minus_champion_lo": -0.02, "challenger_minus_champion_hi": 0.17}
     wins, reason = challenger_wins(overlapping)
     assert not wins and "does not beat the champion with confidence" in reason and "0.800" in reason
-    confident = {**base, "model_minus_champion_lo": 0.01, "model_minus_champion_hi": 0.15}
+    confident = {**against, "challenger_minus_champion_lo": 0.01, "challenger_minus_champion_hi": 0.15}
     wins, reason = challenger_wins(confident)
     assert wins and "better with confidence" in reason
+    # a champion but no returns it has not learned from: refused, even with a clear lead over the rules
+    unseen = {
+        **first,
+        "champion_unseen_labelled": 4.0,
+        "model_minus_rules_lo": 0.3,
+        "model_minus_rules_hi": 0.6,
+    }
+    assert not challenger_wins(unseen)[0]
     # no champion: judged against the rules scorer
-    first = {k: v for k, v in base.items() if not k.startswith("champion")}
     assert challenger_wins({**first, "model_minus_rules_lo": 0.3, "model_minus_rules_hi": 0.6})[0]
     assert not challenger_wins({**first, "model_minus_rules_lo": -0.05, "model_minus_rules_hi": 0.6})[0]
 
@@ -234,3 +260,65 @@ def test_recovery_routing_beats_the_static_table(world) -> None:
         choice.disposition in ("refurbish", "liquidate", "donate", "recycle")
         and choice.chooser == "recovery_model"
     )
+
+
+def test_reason_sentences_of_known_cases() -> None:
+    """Each sentence says which way it pushes; a typical value is that of comparable returns, and is left
+    out where it says nothing (yes/no facts)."""
+    from models.explain import DOWN, reason_codes, sentence, typical_by_group
+
+    assert (
+        sentence("cust_returns_30d", 7, 0, comparable="store returns of apparel")
+        == "Raises the risk: 7 returns by the customer in the last 30 days (typical of store returns of apparel: 0)"
+    )
+    assert sentence("receiptless", 1, 0.0) == "Raises the risk: returned without a receipt"
+    assert (
+        sentence("reason_doesnt_fit_share", 0.0, 1.0, direction=DOWN, comparable="mail returns of apparel")
+        == "Lowers the risk: share of returned lines: doesn't fit: 0% (typical of mail returns of apparel: 100%)"
+    )
+    assert sentence("customer_tenure_days", float("nan"), 300) == (
+        "Raises the risk: no customer history to go on (guest or new account)"
+    )
+    # comparable returns: store apparel returns are compared with store apparel returns
+    names = [
+        "return_value",
+        "cust_returns_30d",
+        "return_channel_store",
+        "return_channel_mail",
+        "return_channel_online",
+        "electronics_share",
+        "apparel_share",
+    ]
+    frame = pd.DataFrame(
+        {
+            "return_value": [40.0] * 60 + [900.0] * 60,
+            "cust_returns_30d": [0.0] * 120,
+            "return_channel_store": [1] * 60 + [0] * 60,
+            "return_channel_mail": [0] * 60 + [1] * 60,
+            "return_channel_online": [0] * 120,
+            "electronics_share": [0.0] * 60 + [1.0] * 60,
+            "apparel_share": [1.0] * 60 + [0.0] * 60,
+        }
+    )
+    groups = typical_by_group(frame, names)
+    assert (
+        groups["store|apparel"]["return_value"] == 40.0
+        and groups["mail|electronics"]["return_value"] == 900.0
+    )
+    assert groups[""]["return_value"] == 470.0
+    row = np.array([400.0, 3.0, 1, 0, 0, 0.0, 1.0])
+    contributions = np.array([0.9, 0.4, -0.2, 0.0, 0.0, 0.0, -0.6, -2.0])  # last: the base value
+    up = reason_codes(names, row, contributions, groups[""], by_group=groups)
+    assert [r["feature"] for r in up] == ["return_value", "cust_returns_30d"]  # only what pushes up
+    assert (
+        up[0]["text"] == "Raises the risk: a return worth 400.00 (typical of store returns of apparel: 40.00)"
+    )
+    assert up[0]["typical"] == 40.0 and up[0]["direction"] == "up"
+    down = reason_codes(names, row, contributions, groups[""], direction=DOWN, by_group=groups)
+    assert [r["feature"] for r in down] == ["apparel_share", "return_channel_store"]
+    assert all(r["text"].startswith("Lowers the risk: ") and r["contribution"] < 0 for r in down)
+    # a group too small to have its own medians: compared with all returns, and said so
+    lonely = reason_codes(
+        names, np.array([400.0, 3.0, 0, 0, 1, 0.0, 0.0]), contributions, groups[""], by_group=groups
+    )
+    assert lonely[0]["text"].endswith("(typical of all returns: 470.00)")
