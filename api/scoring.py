@@ -234,15 +234,23 @@ class ModelScorer:
         out = []
         by_group = getattr(model, "typical_by_group", None)
         for index, (_, _, policy_decision) in enumerate(items):
-            row = matrix[index]
-            up, down = (
-                reason_codes(
-                    model.features, row, contributions[index], model.typical, direction=way, by_group=by_group
-                )
-                for way in (UP, DOWN)
+            row, score = matrix[index], float(scores[index])
+            # one direction per return: what raises the risk of a flagged one, what lowers an approved one's
+            flagged = (policy_decision.decision, self.policy.decision_for_score(score)) != (
+                "approve",
+                "approve",
             )
-            assessment = self._combine(policy_decision, float(scores[index]), up, model.version)
-            assessment.extra["model_reasons_down"] = down
+            reasons = reason_codes(
+                model.features,
+                row,
+                contributions[index],
+                model.typical,
+                direction=UP if flagged else DOWN,
+                by_group=by_group,
+            )
+            assessment = self._combine(policy_decision, score, reasons if flagged else [], model.version)
+            if not flagged:
+                assessment.extra["model_reasons_down"] = reasons
             if model.version == RULES_VERSION:
                 assessment.extra["serving_because"] = getattr(model, "why", "")
             out.append(Scored(assessment, dict(zip(model.features, row.tolist(), strict=True)), lines[index]))

@@ -202,11 +202,12 @@ def calibration_curve(probabilities: np.ndarray, labels: np.ndarray, bins: int =
 
 # --- the legacy rules -----------------------------------------------------------------------------
 
+# each takes a frame or a mapping of numpy columns (the rules scorer's rows) and answers a boolean array
 LEGACY_RULES = {
-    "receiptless_over_75": lambda f: (f["receiptless"] == 1) & (f["return_value"] >= 75),
-    "frequent_returner": lambda f: f["cust_returns_30d"].fillna(0) >= 3,
-    "high_value": lambda f: f["return_value"] >= 400,
-    "cash_over_150": lambda f: (f["refund_cash"] == 1) & (f["return_value"] >= 150),
+    "receiptless_over_75": lambda f: np.asarray((f["receiptless"] == 1) & (f["return_value"] >= 75)),
+    "frequent_returner": lambda f: np.nan_to_num(np.asarray(f["cust_returns_30d"], dtype=float)) >= 3,
+    "high_value": lambda f: np.asarray(f["return_value"] >= 400),
+    "cash_over_150": lambda f: np.asarray((f["refund_cash"] == 1) & (f["return_value"] >= 150)),
 }
 
 
@@ -217,7 +218,7 @@ def legacy_rule_scores(features: pd.DataFrame) -> np.ndarray:
     """
     hits = sum(rule(features).astype(float) for rule in LEGACY_RULES.values())
     tie_break = np.clip(features["return_value"].fillna(0).to_numpy(float), 0, 1e6) / 1e7
-    return hits.to_numpy(float) + tie_break
+    return hits + tie_break
 
 
 def evaluate(
@@ -259,7 +260,7 @@ def evaluate(
 
 def rule_strata(frame: pd.DataFrame) -> np.ndarray:
     """How the legacy rules chose reviews: the number of rules a return hits (0 = not flagged)."""
-    return sum(rule(frame).astype(int) for rule in LEGACY_RULES.values()).to_numpy(int)
+    return sum(rule(frame).astype(int) for rule in LEGACY_RULES.values())
 
 
 def propensity_weights(holdout: pd.DataFrame, population: pd.DataFrame) -> np.ndarray:

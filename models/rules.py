@@ -30,12 +30,6 @@ RULE_FEATURE = {
     "high_value": "return_value",
     "cash_over_150": "refund_cash",
 }
-RULE_TEXT = {
-    "receiptless_over_75": "no receipt for a return worth 75 or more",
-    "frequent_returner": "3 or more returns by the customer in 30 days",
-    "high_value": "a return worth 400 or more",
-    "cash_over_150": "a cash refund of 150 or more",
-}
 PRIOR_BASE = math.log(0.02 / 0.98)  # about 2 % of returns are fraud or abuse
 PRIOR_WEIGHT = 1.5  # each rule hit multiplies the odds by about 4.5
 MIN_LABELS, MIN_CLASS = 30, 5
@@ -44,16 +38,8 @@ TIE_BREAK = 1e-3  # log-odds per log(1 + value): 0.014 between a return of 1.00 
 
 def hits(matrix: np.ndarray) -> np.ndarray:
     """Which rules each row hits (columns in `LEGACY_RULES` order), from a matrix in `FEATURES` order."""
-    receiptless, value, returns_30d, cash = (matrix[:, i] for i in range(4))
-    value = np.nan_to_num(value, nan=0.0)
-    return np.column_stack(
-        [
-            (receiptless == 1) & (value >= 75),
-            np.nan_to_num(returns_30d, nan=0.0) >= 3,
-            value >= 400,
-            (cash == 1) & (value >= 150),
-        ]
-    )
+    columns = dict(zip(FEATURES, matrix.T, strict=True))
+    return np.column_stack([rule(columns) for rule in LEGACY_RULES.values()])
 
 
 @dataclass
@@ -150,11 +136,6 @@ def fit_rules(
     scorer.base = float(fit.intercept_[0])
     scorer.fitted = True
     return scorer
-
-
-def rule_texts(matrix_row: np.ndarray) -> list[str]:
-    fired = hits(matrix_row.reshape(1, -1))[0]
-    return [RULE_TEXT[rule] for rule, hit in zip(LEGACY_RULES, fired, strict=True) if hit]
 
 
 __all__ = ["FEATURES", "VERSION", "RulesScorer", "fit_rules", "hits", "rule_strata"]

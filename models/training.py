@@ -136,8 +136,3 @@ def train_all(engine: Engine, *, capacity: float, artifact_root: str | None = No
 
 def champion_or_none() -> FraudModel | None:
     return registry.load_fraud()
-
-
-def serving() -> FraudModel | RulesScorer:
-    """The fraud scorer that serves now: the champion, or the rules scorer."""
-    return registry.load_serving()
