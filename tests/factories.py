@@ -39,7 +39,7 @@ NOW = "2025-03-15T12:00:00Z"
 def lifecycle_tables() -> dict[str, list[dict[str, str]]]:
     """A store, a warehouse, a few products and orders placed days before NOW (2025-03-15 12:00 UTC).
 
-    W-1001 is the README's worked example: three lines bought online with a 20 % promotion, shipping
+    W-1001 is the worked example of docs/lifecycle.md: three lines bought online with a 20 % promotion, shipping
     4.95, paid 50.00 by gift card and 128.15 by card.
     """
     product = {

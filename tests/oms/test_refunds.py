@@ -1,4 +1,4 @@
-"""The refund calculator: worked examples (one of them is the README's), typed refusals, and properties
+"""The refund calculator: worked examples (one of them is docs/lifecycle.md's), typed refusals, and properties
 over random orders and random sequences of partial returns."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def order(*lines: OrderLine, payments: dict[str, tuple[str, str]], shipping: str
     )
 
 
-# --- the README example ------------------------------------------------------------------------------
+# --- the worked example of docs/lifecycle.md ----------------------------------------------------
 
 
 def readme_order() -> OrderSnapshot:
