@@ -35,11 +35,15 @@ SELECT
   (SELECT COUNT(*) FROM returns r WHERE r.customer_id = {_CUSTOMER} AND r.order_id IS NULL
      AND r.requested_at >= :receiptless_since AND r.requested_at <= :now AND r.{_OPEN})
 FROM (SELECT 1 AS one) AS one LEFT JOIN orders o ON o.order_id = :order_id"""
-# the order's lines, each with its units already in an open or completed return
+# the order's lines, each with its units taken: received, or asked by a return not yet received and
+# still open (a unit asked but never received comes back to the line; imported history without received
+# quantities counts the units asked)
 ORDER_LINES = f"""
 SELECT l.line_no, l.sku, l.quantity, l.unit_price, l.discount,
-  (SELECT SUM(rl.quantity) FROM return_lines rl JOIN returns r ON r.return_id = rl.return_id
-   WHERE rl.order_id = l.order_id AND rl.order_line_no = l.line_no AND r.{_OPEN})
+  (SELECT SUM(CASE WHEN rl.received_quantity IS NOT NULL THEN rl.received_quantity
+                   WHEN r.{_OPEN} THEN rl.quantity ELSE 0 END)
+   FROM return_lines rl JOIN returns r ON r.return_id = rl.return_id
+   WHERE rl.order_id = l.order_id AND rl.order_line_no = l.line_no)
 FROM order_lines l WHERE l.order_id = :order_id ORDER BY l.line_no"""
 # every product the request names (receiptless or replacement skus) or its order sold
 PRODUCTS = """
@@ -86,7 +90,7 @@ class ContextRows:
     order: OrderRef | None
     customer_found: bool
     order_lines: dict[int, OrderedLine]
-    taken: dict[int, int]  # units of each order line already in an open or completed return
+    taken: dict[int, int]  # units of each order line received, or asked by a return still open
     products: dict[str, ProductRef]
     returns_in_window: int
     refunded_in_window: Decimal

@@ -7,6 +7,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
@@ -301,6 +303,76 @@ def test_units_cannot_be_returned_twice(service: ReturnService) -> None:
     service.create(_web_return(lines=(LineRequest(order_line_no=2, quantity=2, reason="doesnt_fit"),)), "t")
     with pytest.raises(InvalidRequestError, match="only 0 of line 2 remain"):
         service.create(_web_return(), "t")
+
+
+def _mugs(quantity: int) -> CreateReturn:
+    return _web_return(lines=(LineRequest(order_line_no=3, quantity=quantity, reason="changed_mind"),))
+
+
+def test_a_unit_asked_but_never_received_can_be_returned_again(service: ReturnService) -> None:
+    """Three mugs: a return asks for 2, 1 arrives and is refunded; the third mug may still come back."""
+    first = service.create(_mugs(2), "t")
+    service.receive(first.return_id, "w", quantities={1: 1})
+    service.inspect(first.return_id, {1: "new"}, "w")
+    service.dispose(first.return_id, "w", {1: "restock"})
+    service.refund(first.return_id, "w")
+    assert first.status == "completed"
+    with pytest.raises(InvalidRequestError, match="only 2 of line 3 remain"):
+        service.create(_mugs(3), "t")
+    assert service.create(_mugs(2), "t").status == "authorized"
+    with pytest.raises(InvalidRequestError, match="only 0 of line 3 remain"):
+        service.create(_mugs(1), "t")
+
+
+_STEPS = st.lists(
+    st.tuples(st.sampled_from(["ask", "receive", "cancel", "expire"]), st.integers(0, 3), st.integers(0, 3)),
+    min_size=1,
+    max_size=10,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=_STEPS)
+def test_returnable_units_are_bought_minus_received_minus_still_open(
+    session: Session, steps: list[tuple[str, int, int]]
+) -> None:
+    """Requests, partial receipts, cancels and expiries in any order: a request is accepted exactly when
+    it fits in bought - received - asked by returns still open and not received."""
+    policy = load_policy(DEFAULT_POLICY_PATH)
+    policy = policy.model_copy(update={"velocity": policy.velocity.model_copy(update={"max_returns": 99})})
+    service = ReturnService(session, policy, now=lambda: CLOCK)
+    nested = session.begin_nested()
+    try:
+        returns: list[dict] = []  # id, asked, received (None until it arrives), open
+        for action, pick, units in steps:
+            left = 3 - sum(
+                r["received"] if r["received"] is not None else (r["asked"] if r["open"] else 0)
+                for r in returns
+            )
+            waiting = [r for r in returns if r["open"] and r["received"] is None]
+            if action == "ask":
+                if 1 <= units <= left:
+                    header = service.create(_mugs(units), "t")
+                    assert header.status == "authorized"
+                    returns.append({"id": header.return_id, "asked": units, "received": None, "open": True})
+                elif units >= 1:
+                    with pytest.raises(InvalidRequestError, match=f"only {left} of line 3 remain"):
+                        service.create(_mugs(units), "t")
+            elif waiting:
+                chosen = waiting[pick % len(waiting)]
+                if action == "receive":
+                    got = min(units, chosen["asked"])
+                    if got == 0:
+                        with pytest.raises(InvalidRequestError, match="nothing was received"):
+                            service.receive(chosen["id"], "w", quantities={1: 0})
+                    else:
+                        service.receive(chosen["id"], "w", quantities={1: got})
+                        chosen["received"] = got
+                else:
+                    getattr(service, action)(chosen["id"], "t")
+                    chosen["open"] = False
+    finally:
+        nested.rollback()
 
 
 def test_bad_requests_name_what_is_wrong(service: ReturnService) -> None:
