@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from oms.disposition import InfeasibleDispositionError
@@ -527,3 +528,19 @@ def test_contexts_read_many_requests_at_once_and_keep_each_error_in_its_place(se
         assert isinstance(found, type(alone)) and found == alone
     assert "order 'NOPE' does not exist" in str(batched[1]) and "channel" in str(batched[2])
     assert service.contexts([]) == []
+
+
+def test_the_audit_trail_refuses_updates_and_deletes(service: ReturnService, session: Session) -> None:
+    header = service.create(_web_return(), "till:1")
+    session.flush()
+    for statement in (
+        "UPDATE return_events SET actor = 'someone else'",
+        "DELETE FROM return_events",
+    ):
+        nested = session.begin_nested()
+        with pytest.raises(DBAPIError, match="return_events is append-only"):
+            session.execute(text(statement))
+        nested.rollback()
+    assert [event.actor for event in timeline(session, header.return_id)] == ["till:1"] * len(
+        timeline(session, header.return_id)
+    )
