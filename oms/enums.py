@@ -37,6 +37,14 @@ REVIEW_SOURCES = ("rule_flag", "model_flag", "random_audit", "chargeback", "othe
 
 # Inventory buckets of the movements ledger: stock in a bucket is the sum of its movements.
 INVENTORY_BUCKETS = ("sellable", "returns_pending", "refurbishment", "reserved", "disposed")
-NOTIFICATION_KINDS = ("return_authorized", "return_received", "refund_issued", "return_rejected")
+NOTIFICATION_KINDS = (
+    "return_authorized",
+    "return_received",
+    "refund_issued",
+    "return_rejected",
+    "return_pending_review",
+    "exchange_created",
+    "return_completed",
+)
 NOTIFICATION_STATES = ("pending", "delivered", "failed")
 DECISIONS = ("approve", "review", "deny")

@@ -578,6 +578,7 @@ class ReturnService:
             self._authorize(header, actor, payload)
         elif assessment.decision == "review":
             self._move(header, "hold", actor, payload)
+            self._notify(header, "return_pending_review", {})
         else:
             self._move(header, "reject", actor, payload)
             self._notify(header, "return_rejected", {"reasons": payload["reasons"]})
@@ -810,7 +811,7 @@ class ReturnService:
             refund_id=f"RF-{uuid.uuid4().hex[:12].upper()}",
             return_id=return_id,
             created_at=now,
-            method=header.refund_method or "original_tender",
+            method=_tender_used(allocations, header.refund_method, bool(exchanges)),
             merchandise_amount=merchandise + credit_back,
             shipping_amount=shipping,
             restocking_fee=fee,
@@ -851,7 +852,8 @@ class ReturnService:
             "loyalty_points_clawback": points,
         }
         self._event(header, "refunded", header.status, header.status, actor, payload)
-        self._notify(header, "refund_issued", payload)
+        if total > 0:
+            self._notify(header, "refund_issued", payload)
         self._complete_if_done(header, actor)
         self.session.flush()
         return refund
@@ -973,6 +975,17 @@ class ReturnService:
         self._movement(
             location, replacement.sku, "reserved", line.received_quantity, "exchange_reserved", line, now
         )
+        self._notify(
+            header,
+            "exchange_created",
+            {
+                "line_no": line.line_no,
+                "replacement_sku": replacement.sku,
+                "quantity": line.received_quantity,
+                "location_id": location,
+                "price_difference": str(difference),
+            },
+        )
 
     def _movement(
         self,
@@ -1028,6 +1041,7 @@ class ReturnService:
         )
         if refunded and all(line.disposition is not None for line in lines):
             self._move(header, "complete", actor, {})
+            self._notify(header, "return_completed", {})
 
     # mechanics ---------------------------------------------------------------------------------------
 
@@ -1330,6 +1344,24 @@ def timeline(session: Session, return_id: str) -> Sequence[ReturnEvent]:
         .scalars()
         .all()
     )
+
+
+def _tender_used(
+    allocations: list[tuple[str | None, str, Decimal]], asked: str | None, exchanged: bool
+) -> str:
+    """The refund method a refund row names: what its money went to (each tender is in its allocations).
+
+    Original tenders (allocations with a payment) read `original_tender`; otherwise the one form used,
+    the larger when two were (a receiptless refund in cash plus an exchange's difference as credit); a
+    refund of nothing is an exchange's, or what was asked."""
+    paid = [
+        (method, amount) for payment_id, method, amount in allocations if amount > 0 and payment_id is None
+    ]
+    if any(payment_id is not None and amount > 0 for payment_id, _, amount in allocations):
+        return "original_tender"
+    if paid:
+        return max(paid, key=lambda item: item[1])[0]
+    return "exchange" if exchanged else asked or "original_tender"
 
 
 def _paid_per_unit(line: OrderLine | OrderedLine) -> Decimal:

@@ -110,7 +110,12 @@ def test_remote_return_runs_the_whole_lifecycle(service: ReturnService, session:
     ]
     assert [e.seq for e in events] == list(range(1, 8))
     assert {e.actor for e in events} == {"till:1", "warehouse:7", "finance"}
-    assert _outbox(session, header.return_id) == ["return_authorized", "return_received", "refund_issued"]
+    assert _outbox(session, header.return_id) == [
+        "return_authorized",
+        "return_received",
+        "refund_issued",
+        "return_completed",
+    ]
 
 
 def test_store_return_is_requested_decided_received_and_refunded_in_one_call(
@@ -297,7 +302,7 @@ def test_an_analyst_can_reject_a_held_return(service: ReturnService, session: Se
         header.return_id, "analyst:ann", "abuse", fraud_type="wardrobing"
     )
     assert header.status == "rejected"
-    assert _outbox(session, header.return_id) == ["return_rejected"]
+    assert _outbox(session, header.return_id) == ["return_pending_review", "return_rejected"]
 
 
 def test_units_cannot_be_returned_twice(service: ReturnService) -> None:
@@ -435,7 +440,13 @@ def test_even_exchange_reserves_the_replacement_at_no_charge(
     assert exchange.even and exchange.price_difference == Decimal("0.00")
     assert stock(session, "S1", "TEE-L") == {"sellable": -1, "reserved": 1}
     refund = session.execute(select(Refund).where(Refund.return_id == header.return_id)).scalar_one()
-    assert refund.amount == Decimal("0.00")
+    assert refund.amount == Decimal("0.00") and refund.method == "exchange"
+    # nothing was refunded, so no refund notice: the customer hears of the exchange instead
+    assert sorted(_outbox(session, header.return_id)) == [
+        "exchange_created",
+        "return_authorized",
+        "return_received",
+    ]
 
 
 def test_uneven_exchange_settles_the_difference_at_todays_price(
@@ -481,6 +492,7 @@ def test_receiptless_store_return_gets_store_credit_at_lowest_recent_price(
         select(RefundAllocation).where(RefundAllocation.refund_id == refund.refund_id)
     ).scalar_one()
     # TEE-M sold for 20.00 (W-1001, promotion) and 25.00 (S-2001) in the last 90 days
+    assert refund.method == "store_credit"  # the tender used, though none was asked
     assert (allocation.method, allocation.payment_id, allocation.amount) == (
         "store_credit",
         None,
