@@ -35,13 +35,15 @@ SELECT
   (SELECT COUNT(*) FROM returns r WHERE r.customer_id = {_CUSTOMER} AND r.order_id IS NULL
      AND r.requested_at >= :receiptless_since AND r.requested_at <= :now AND r.{_OPEN})
 FROM (SELECT 1 AS one) AS one LEFT JOIN orders o ON o.order_id = :order_id"""
-# the order's lines, each with its units taken: received, or asked by a return not yet received and
-# still open (a unit asked but never received comes back to the line; imported history without received
-# quantities counts the units asked)
+# the units a return line `rl` of return `r` takes from its order line: those received, or those asked
+# while the return is open and not yet received (a unit asked but never received comes back to the line;
+# imported history without received quantities counts the units asked); `oms.invariants` checks the same
+TAKEN_UNITS = f"""CASE WHEN rl.received_quantity IS NOT NULL THEN rl.received_quantity
+  WHEN r.{_OPEN} THEN rl.quantity ELSE 0 END"""
+# the order's lines, each with its units taken
 ORDER_LINES = f"""
 SELECT l.line_no, l.sku, l.quantity, l.unit_price, l.discount,
-  (SELECT SUM(CASE WHEN rl.received_quantity IS NOT NULL THEN rl.received_quantity
-                   WHEN r.{_OPEN} THEN rl.quantity ELSE 0 END)
+  (SELECT SUM({TAKEN_UNITS})
    FROM return_lines rl JOIN returns r ON r.return_id = rl.return_id
    WHERE rl.order_id = l.order_id AND rl.order_line_no = l.line_no)
 FROM order_lines l WHERE l.order_id = :order_id ORDER BY l.line_no"""

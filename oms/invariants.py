@@ -13,10 +13,9 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, text
 
-from oms.enums import CLOSED_STATUSES
+from oms.context_reads import TAKEN_UNITS
 from oms.types import CENT
 
-_CLOSED = ", ".join(f"'{status}'" for status in CLOSED_STATUSES)
 # amounts are summed as stored; SQLite keeps NUMERIC as REAL, so a sum may be off by a float's error
 _SLACK = 0.005
 
@@ -25,9 +24,7 @@ _SLACK = 0.005
 UNITS = f"""
 SELECT l.order_id, l.line_no, l.quantity, t.taken
 FROM order_lines l JOIN (
-  SELECT rl.order_id, rl.order_line_no,
-    SUM(CASE WHEN rl.received_quantity IS NOT NULL THEN rl.received_quantity
-             WHEN r.status NOT IN ({_CLOSED}) THEN rl.quantity ELSE 0 END) AS taken
+  SELECT rl.order_id, rl.order_line_no, SUM({TAKEN_UNITS}) AS taken
   FROM return_lines rl JOIN returns r ON r.return_id = rl.return_id
   WHERE rl.order_line_no IS NOT NULL
   GROUP BY rl.order_id, rl.order_line_no

@@ -545,6 +545,9 @@ def test_contexts_read_many_requests_at_once_and_keep_each_error_in_its_place(se
 def test_the_audit_trail_refuses_updates_and_deletes(service: ReturnService, session: Session) -> None:
     header = service.create(_web_return(), "till:1")
     session.flush()
+    trail = text("SELECT seq, actor, to_status FROM return_events WHERE return_id = :r ORDER BY seq")
+    before = session.execute(trail, {"r": header.return_id}).all()
+    assert before
     for statement in (
         "UPDATE return_events SET actor = 'someone else'",
         "DELETE FROM return_events",
@@ -553,6 +556,4 @@ def test_the_audit_trail_refuses_updates_and_deletes(service: ReturnService, ses
         with pytest.raises(DBAPIError, match="return_events is append-only"):
             session.execute(text(statement))
         nested.rollback()
-    assert [event.actor for event in timeline(session, header.return_id)] == ["till:1"] * len(
-        timeline(session, header.return_id)
-    )
+    assert session.execute(trail, {"r": header.return_id}).all() == before
