@@ -233,10 +233,11 @@ class ModelScorer:
         lines = self._lines(requests, champions.recovery, [request for request, _, _ in items])
         out = []
         by_group = getattr(model, "typical_by_group", None)
+        review_from = model.review_from(self.policy.fraud)  # the queue's cut: within the team's capacity
         for index, (_, _, policy_decision) in enumerate(items):
             row, score = matrix[index], float(scores[index])
             # one direction per return: what raises the risk of a flagged one, what lowers an approved one's
-            flagged = (policy_decision.decision, self.policy.decision_for_score(score)) != (
+            flagged = (policy_decision.decision, self.policy.decision_for_score(score, review_from)) != (
                 "approve",
                 "approve",
             )
@@ -248,7 +249,9 @@ class ModelScorer:
                 direction=UP if flagged else DOWN,
                 by_group=by_group,
             )
-            assessment = self._combine(policy_decision, score, reasons if flagged else [], model.version)
+            assessment = self._combine(
+                policy_decision, score, reasons if flagged else [], model.version, review_from
+            )
             if not flagged:
                 assessment.extra["model_reasons_down"] = reasons
             if model.version == RULES_VERSION:
@@ -285,9 +288,15 @@ class ModelScorer:
         return scored
 
     def _combine(
-        self, policy_decision: Assessment, score: float, reasons: list[dict], version: str | None
+        self,
+        policy_decision: Assessment,
+        score: float,
+        reasons: list[dict],
+        version: str | None,
+        review_from: float | None = None,
     ) -> Assessment:
-        """Hard policy violations first; then the score; soft policy reasons (review) still hold."""
+        """Hard policy violations first; then the score (held for review from `review_from`, the cut that
+        keeps the queue within the team's capacity); soft policy reasons (review) still hold."""
         fraud = self.policy.fraud
         decision = policy_decision.decision
         extra: dict[str, Any] = {
@@ -296,7 +305,7 @@ class ModelScorer:
         }
         all_reasons = list(policy_decision.reasons)
         if decision != "deny":
-            by_score = self.policy.decision_for_score(score)
+            by_score = self.policy.decision_for_score(score, review_from)
             if by_score != "approve":
                 top = "; ".join(r["text"] for r in reasons[:2]) or "high fraud score"
                 all_reasons.append(Reason("fraud_score", f"fraud score {score:.2f}: {top}", by_score))

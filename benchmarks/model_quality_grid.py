@@ -8,8 +8,11 @@ against the simulator's truth on the last 4 months of its history.
 For each cell and typology seed it prints what the retailer is served (the model champion or the rules
 scorer; "nothing" if training failed), then AP, ROC AUC and precision at 2 % of the trained challenger
 and of the legacy rules against the truth, on every return of the last 4 months (labelled or not), and
-the AP of what is served; then the spread over the seeds.
-Targets: 20k customers, ~1,200 reviews, delay up to 4 months: AP >= 0.90 in every seed; 5k customers x 12
+the AP of what is served, and what its decisions at the policy's thresholds ask of the team on those
+4 months: the review queue (held for review, within the capacity), what the review threshold alone would
+hold, the denials, and the mean score (against the fraud share: calibration); then the spread over the
+seeds.
+Targets: the review queue within 0.5x-2x the review capacity in every cell and seed; 20k customers, ~1,200 reviews, delay up to 4 months: AP >= 0.90 in every seed; 5k customers x 12
 months, ~180 reviews: AP >= 0.80 and never below the rules; training never fails and there is always a
 scorer.
 """
@@ -37,9 +40,13 @@ from oms.db import make_engine
 from oms.frames import load_frame
 from oms.importer import import_directory
 from oms.migrate import upgrade
+from oms.policy import load_policy
+from recoup.settings import DEFAULT_POLICY_PATH
 from simulator.retailer import SimulationConfig, simulate
 
-CAPACITY = 0.02
+POLICY = load_policy(DEFAULT_POLICY_PATH).fraud
+CAPACITY = POLICY.review_capacity
+REVIEW_THRESHOLD, DENY_THRESHOLD = POLICY.review_threshold, POLICY.deny_threshold
 LAST_DAYS = 120
 
 
@@ -104,7 +111,11 @@ def run_cell(cell: Cell, seed: int, scratch: Path) -> dict:
     row["fraud_share"] = float(positive.mean())
     try:
         outcome = train_fraud_or_rules(
-            features, reviews, capacity=CAPACITY, artifact_root=str(out / "mlartifacts")
+            features,
+            reviews,
+            capacity=CAPACITY,
+            thresholds=(REVIEW_THRESHOLD, DENY_THRESHOLD),
+            artifact_root=str(out / "mlartifacts"),
         )
         row["why"] = outcome.reason
         if outcome.version is not None:
@@ -114,10 +125,17 @@ def run_cell(cell: Cell, seed: int, scratch: Path) -> dict:
             )
         serving = registry.load_serving()
         row["served"] = "rules" if serving.version == "rules" else "model"
-        row["served_ap"] = _judge(serving.predict(serving.matrix(last)), positive)[0]
+        served = serving.predict(serving.matrix(last))
+        row["served_ap"] = _judge(served, positive)[0]
+        review_from = serving.review_from(POLICY)
+        row["denied"] = float((served >= DENY_THRESHOLD).mean())
+        row["flagged"] = float(((served >= review_from) & (served < DENY_THRESHOLD)).mean())
+        row["at_threshold"] = float(((served >= REVIEW_THRESHOLD) & (served < DENY_THRESHOLD)).mean())
+        row["mean_score"] = float(served.mean())
     except Exception as exc:  # what a retailer would meet: reported, the grid goes on
         row["served"] = "nothing"
         row["served_ap"] = float("nan")
+        row["flagged"] = row["at_threshold"] = row["denied"] = row["mean_score"] = float("nan")
         row["why"] = f"training failed: {type(exc).__name__}: {str(exc)[:120]}"
     rules = legacy_rule_scores(last)
     row["rules_ap"], row["rules_auc"], row["rules_p2"] = _judge(rules, positive)
@@ -135,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     wanted = [c for c in CELLS if c.name in args.cells.split(",")]
     rows = []
-    header = f"{'cell':<12}{'seed':>5}{'reviews':>8}{'fraud':>7}  {'served':<8}{'model AP':>9}{'AUC':>7}{'P@2%':>7}{'rules AP':>9}{'AUC':>7}{'P@2%':>7}{'served AP':>10}{'s':>6}  why"
+    header = f"{'cell':<12}{'seed':>5}{'reviews':>8}{'fraud':>7}  {'served':<8}{'model AP':>9}{'AUC':>7}{'P@2%':>7}{'rules AP':>9}{'AUC':>7}{'P@2%':>7}{'served AP':>10}{'queue':>7}{'>=rev':>7}{'deny':>7}{'mean':>6}{'s':>6}  why"
     print(header, flush=True)
     with tempfile.TemporaryDirectory(prefix="recoup-grid-") as scratch:
         for cell in wanted:
@@ -145,14 +163,14 @@ def main(argv: list[str] | None = None) -> None:
                 print(
                     f"{row['cell']:<12}{seed:>5}{row['reviews']:>8}{row['fraud_share']:>7.1%}  {row['served']:<8}"
                     f"{row.get('model_ap', float('nan')):>9.3f}{row.get('model_auc', float('nan')):>7.3f}{row.get('model_p2', float('nan')):>7.3f}"
-                    f"{row['rules_ap']:>9.3f}{row['rules_auc']:>7.3f}{row['rules_p2']:>7.3f}{row['served_ap']:>10.3f}{row['seconds']:>6.0f}  {row['why'][:90]}",
+                    f"{row['rules_ap']:>9.3f}{row['rules_auc']:>7.3f}{row['rules_p2']:>7.3f}{row['served_ap']:>10.3f}{row['flagged']:>7.1%}{row['at_threshold']:>7.1%}{row['denied']:>7.1%}{row['mean_score']:>6.3f}{row['seconds']:>6.0f}  {row['why'][:90]}",
                     flush=True,
                 )
     frame = pd.DataFrame(rows)
     print("\nspread over the typology seeds (min / median / max):")
     for cell, group in frame.groupby("cell", sort=False):
         parts = []
-        for column in ("model_ap", "rules_ap", "served_ap", "model_p2"):
+        for column in ("model_ap", "rules_ap", "served_ap", "model_p2", "flagged", "denied"):
             values = group[column] if column in group else pd.Series(dtype=float)
             parts.append(f"{column} {values.min():.3f} / {values.median():.3f} / {values.max():.3f}")
         served = ", ".join(f"{k} {v}" for k, v in group["served"].value_counts().items())

@@ -28,8 +28,13 @@ from models.evaluation import (
     evaluate,
     label_split,
     legacy_rule_scores,
+    level_shift,
+    population_rate,
     propensity_weights,
+    queue_metrics,
+    review_cut,
     rule_strata,
+    score_distribution,
 )
 from models.explain import typical_by_group
 from models.native import RowPredictor
@@ -71,6 +76,14 @@ class FraudModel:
     version: str | None = None
     typical_by_group: dict[str, dict[str, float]] = field(default_factory=dict)  # see models.explain
     trained_until: pd.Timestamp | None = None  # it learned from returns requested before this
+    score_quantiles: np.ndarray = field(default_factory=lambda: np.zeros(0))  # on the test window
+
+    def review_from(self, fraud: Any) -> float:
+        """The score from which this model's returns are held for review under the policy's `fraud`
+        settings (thresholds and review capacity): see `models.evaluation.review_cut`."""
+        return review_cut(
+            self.score_quantiles, fraud.review_capacity, fraud.review_threshold, fraud.deny_threshold
+        )
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[self.features].to_numpy(dtype=np.float64)
@@ -104,6 +117,7 @@ class FraudModel:
             "typical": {k: (None if v is None or math.isnan(v) else v) for k, v in self.typical.items()},
             "positive": list(self.positive),
             "trained_until": self.trained_until.isoformat() if self.trained_until is not None else None,
+            "score_quantiles": self.score_quantiles.tolist(),
             "typical_by_group": {
                 group: {k: (None if v is None or math.isnan(v) else v) for k, v in medians.items()}
                 for group, medians in self.typical_by_group.items()
@@ -122,6 +136,7 @@ class FraudModel:
             positive=tuple(meta.get("positive", POSITIVE)),
             version=version,
             trained_until=pd.Timestamp(meta["trained_until"]) if meta.get("trained_until") else None,
+            score_quantiles=np.asarray(meta.get("score_quantiles", []), dtype=float),
             typical_by_group={
                 group: {k: (np.nan if v is None else float(v)) for k, v in medians.items()}
                 for group, medians in meta.get("typical_by_group", {}).items()
@@ -180,18 +195,34 @@ EARLY_STOPPING_LABELS = 400
 SCORE_FLOOR, SCORE_CEILING = 0.001, 0.999  # a calibrated score is never "impossible" nor "certain"
 
 
-def _platt(margins: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Calibration: a logistic fit of the label on the booster's margin over the labelled test returns,
-    re-weighted by inverse propensity so that the probabilities hold for every return (not only for the
-    reviewed ones the rules chose); the curve as (uncalibrated probability -> probability), clipped to
+def _platt(
+    margins: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    population: np.ndarray | None = None,
+    rate: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration: a logistic fit of the label on the booster's margin over the labelled test returns
+    (re-weighted by inverse propensity); then, given the margins of every return of the window
+    (`population`) and its estimated fraud rate (`rate`), its intercept shifted so that the mean
+    probability over those returns is that rate, so that a score holds for every return and not only
+    for the reviewed ones the rules chose (the shape from the reviews, the level from the whole
+    window). The curve as (uncalibrated probability -> probability), clipped to
     [SCORE_FLOOR, SCORE_CEILING]."""
     grid = np.linspace(0.0, 1.0, 401)
     margins_grid = np.log(np.clip(grid, 1e-12, 1 - 1e-12) / np.clip(1 - grid, 1e-12, 1))
     if len(labels) == 0 or labels.min() == labels.max():
-        rate = float(np.average(labels, weights=weights)) if len(labels) else 0.0
-        return grid, np.full_like(grid, np.clip(rate, SCORE_FLOOR, SCORE_CEILING))
+        level = (
+            rate if rate is not None else (float(np.average(labels, weights=weights)) if len(labels) else 0.0)
+        )
+        return grid, np.full_like(grid, np.clip(level, SCORE_FLOOR, SCORE_CEILING))
     fit = LogisticRegression(C=1.0).fit(margins.reshape(-1, 1), labels, sample_weight=weights)
-    curve = fit.predict_proba(margins_grid.reshape(-1, 1))[:, 1]
+    slope, intercept = float(fit.coef_[0][0]), float(fit.intercept_[0])
+    if population is not None and len(population) and rate is not None:
+        intercept += level_shift(
+            slope * population + intercept, float(np.clip(rate, SCORE_FLOOR, SCORE_CEILING))
+        )
+    curve = 1.0 / (1.0 + np.exp(-(slope * margins_grid + intercept)))
     return grid, np.clip(curve, SCORE_FLOOR, SCORE_CEILING)
 
 
@@ -269,6 +300,8 @@ def train_fraud(
     champion: FraudModel | None = None,
     feature_set: str = FRAUD_FEATURE_SET,
     refit: bool = True,
+    review_threshold: float = 0.2,  # the shipped policy's (recoup/policy.toml)
+    deny_threshold: float = 0.9,
 ) -> TrainingResult:
     """Train, calibrate and evaluate a challenger against the legacy rules and the champion, if any.
 
@@ -324,7 +357,18 @@ def train_fraud(
         strata = rule_strata(holdout)
         weights = propensity_weights(holdout, population)
         margins = booster.predict(holdout[feature_names].to_numpy(np.float64), raw_score=True)
-        calibration_x, calibration_y = _platt(margins, holdout["label"].to_numpy(int), weights)
+        # the fraud rate of every return, from all the mature labels: each review standing for the
+        # returns of its stratum and selection channel (more audits than the test window alone holds)
+        mature = _window(features, None, split.test_end)
+        known = mature.merge(labels_as_of(reviews, as_of, positive), on="return_id")
+        rate = population_rate(known[known["source"] != "chargeback"], mature)
+        calibration_x, calibration_y = _platt(
+            margins,
+            holdout["label"].to_numpy(int),
+            weights,
+            booster.predict(population[feature_names].to_numpy(np.float64), raw_score=True),
+            rate,
+        )
     else:
         strata, weights = np.zeros(0, int), np.zeros(0)
         calibration_x, calibration_y = _platt(np.zeros(0), np.zeros(0, int), np.zeros(0))
@@ -392,8 +436,30 @@ def train_fraud(
         model.booster, _ = _fit(params, everything, None, feature_names, rounds)
         model.trained_until = split.test_end
         rows["refit"] = len(everything)
+    # how its decisions fill the team's review queue, on scores of returns their booster never learned
+    # from: the test window's by the booster trained before it (the refit learned its labelled returns,
+    # whose in-sample scores would raise the cut), and the returns since by the served one
+    later = _window(features, split.test_end, as_of)
+    unseen = np.concatenate(
+        [population["model_score"].to_numpy(float), model.predict(model.matrix(later)) if len(later) else []]
+    )
+    model.score_quantiles = score_distribution(unseen)
+    cut = review_cut(model.score_quantiles, capacity, review_threshold, deny_threshold)
+    metrics.update(
+        queue_metrics(
+            unseen,
+            (as_of - split.test_start) / pd.Timedelta(days=1),
+            capacity=capacity,
+            review_threshold=review_threshold,
+            deny_threshold=deny_threshold,
+            review_from=cut,
+        )
+    )
     latest = pd.Timestamp(train["reviewed_at"].max()) if len(train) else None
     return TrainingResult(model, split, metrics, holdout, population, params, rows, latest)
+
+
+QUEUE_RATIO_MAX = 2.0  # a review queue beyond twice the capacity is a flood, whatever the ranking
 
 
 def challenger_wins(
@@ -402,7 +468,15 @@ def challenger_wins(
     """The gate. With the unbiased comparison (`bootstrap_compare`'s keys): the challenger must beat the
     champion (on the test returns the champion never learned from), or the rules scorer when there is no
     champion, with confidence: the lower end of the interval of its lead in re-weighted AP above
-    `min_gain`. Without it (older runs): a plain comparison of `metric` on the holdout reviews."""
+    `min_gain`. Without it (older runs): a plain comparison of `metric` on the holdout reviews. Either
+    way a challenger whose review queue on the test window would exceed twice the team's capacity fails."""
+    ratio = metrics.get("queue_capacity_ratio", float("nan"))
+    if ratio == ratio and ratio > QUEUE_RATIO_MAX:
+        return False, (
+            f"the challenger would hold {metrics['queue_share']:.1%} of returns for review "
+            f"({metrics['queue_per_day']:.1f} a day), {ratio:.1f}x the team's capacity "
+            f"({metrics['capacity_per_day']:.1f} a day)"
+        )
     if "champion_unseen_labelled" in metrics:  # a champion: judged on the returns it never learned from
         if "challenger_minus_champion_lo" not in metrics:
             return False, (

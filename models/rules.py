@@ -18,7 +18,15 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
-from models.evaluation import LEGACY_RULES, propensity_weights, rule_strata
+from models.evaluation import (
+    LEGACY_RULES,
+    level_shift,
+    population_rate,
+    propensity_weights,
+    review_cut,
+    rule_strata,
+    score_distribution,
+)
 from models.fraud import POSITIVE, SCORE_CEILING, SCORE_FLOOR, labels_as_of
 
 VERSION = "rules"
@@ -33,6 +41,7 @@ RULE_FEATURE = {
 PRIOR_BASE = math.log(0.02 / 0.98)  # about 2 % of returns are fraud or abuse
 PRIOR_WEIGHT = 1.5  # each rule hit multiplies the odds by about 4.5
 MIN_LABELS, MIN_CLASS = 30, 5
+RECENT = pd.Timedelta(days=120)  # the returns whose scores size the review queue
 TIE_BREAK = 1e-3  # log-odds per log(1 + value): 0.014 between a return of 1.00 and one of 1,000,000
 
 
@@ -55,6 +64,13 @@ class RulesScorer:
     positive: tuple[str, ...] = POSITIVE
     typical: dict[str, float] = field(default_factory=dict)
     typical_by_group: dict[str, dict[str, float]] = field(default_factory=dict)
+    score_quantiles: np.ndarray = field(default_factory=lambda: np.zeros(0))  # on recent returns
+
+    def review_from(self, fraud: Any) -> float:
+        """The score from which returns are held for review (see `models.evaluation.review_cut`)."""
+        return review_cut(
+            self.score_quantiles, fraud.review_capacity, fraud.review_threshold, fraud.deny_threshold
+        )
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[self.features].to_numpy(dtype=np.float64)
@@ -97,6 +113,7 @@ class RulesScorer:
             "why": self.why,
             "labels": self.labels,
             "fitted": self.fitted,
+            "score_quantiles": self.score_quantiles.tolist(),
         }
 
     @classmethod
@@ -107,6 +124,7 @@ class RulesScorer:
             why=str(meta.get("why", "")),
             labels=int(meta.get("labels", 0)),
             fitted=bool(meta.get("fitted", False)),
+            score_quantiles=np.asarray(meta.get("score_quantiles", []), dtype=float),
         )
 
 
@@ -118,23 +136,30 @@ def fit_rules(
     why: str = "",
 ) -> RulesScorer:
     """The rules weighted by the labels: a logistic fit of the label on the rules hit, over every labelled
-    return, re-weighted by inverse propensity (the rules chose most reviews); weights clipped at 0. With
-    fewer than `MIN_LABELS` labels (`MIN_CLASS` of each class) the prior weights stand."""
+    return, re-weighted by inverse propensity (the rules chose most reviews); weights clipped at 0, and
+    the base set so that the mean score over every return is the fraud rate the reviews estimate (each
+    standing for the returns of its selection channel: `selection_weights`). With fewer than
+    `MIN_LABELS` labels (`MIN_CLASS` of each class) the prior weights stand."""
     labels = labels_as_of(reviews, pd.Timestamp.max.tz_localize("UTC"), positive)
     labels = labels[labels["source"] != "chargeback"]
-    labelled = features.merge(labels[["return_id", "label"]], on="return_id")
+    labelled = features.merge(labels[["return_id", "label", "source"]], on="return_id")
     scorer = RulesScorer(why=why or "no fraud model is champion", labels=len(labelled))
     y = labelled["label"].to_numpy(int)
-    if len(labelled) < MIN_LABELS or min(int(y.sum()), int((1 - y).sum())) < MIN_CLASS:
-        return scorer
-    x = hits(scorer.matrix(labelled)).astype(float)
-    weights = propensity_weights(labelled, features)
-    fit = LogisticRegression(C=1.0).fit(x, y, sample_weight=weights / weights.mean())
-    scorer.weights = {
-        rule: float(max(weight, 0.0)) for rule, weight in zip(LEGACY_RULES, fit.coef_[0], strict=True)
-    }
-    scorer.base = float(fit.intercept_[0])
-    scorer.fitted = True
+    if len(labelled) >= MIN_LABELS and min(int(y.sum()), int((1 - y).sum())) >= MIN_CLASS:
+        x = hits(scorer.matrix(labelled)).astype(float)
+        weights = propensity_weights(labelled, features)
+        fit = LogisticRegression(C=1.0).fit(x, y, sample_weight=weights / weights.mean())
+        scorer.weights = {
+            rule: float(max(weight, 0.0)) for rule, weight in zip(LEGACY_RULES, fit.coef_[0], strict=True)
+        }
+        rate = population_rate(labelled, features)
+        scorer.base = 0.0
+        raw = scorer.raw(scorer.matrix(features))
+        scorer.base = level_shift(raw, float(np.clip(rate, SCORE_FLOOR, SCORE_CEILING)))
+        scorer.fitted = True
+    if len(features):  # how its scores fall on recent returns, for the review queue's cut
+        recent = features[features["requested_at"] >= features["requested_at"].max() - RECENT]
+        scorer.score_quantiles = score_distribution(scorer.predict(scorer.matrix(recent)))
     return scorer
 
 

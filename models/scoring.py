@@ -28,6 +28,7 @@ def score_frame(
     scores = model.calibrate(raw)
     contributions = model.contributions(matrix)
     review, deny = policy.fraud.review_threshold, policy.fraud.deny_threshold
+    review_from = model.review_from(policy.fraud)
     rows = []
     for index, return_id in enumerate(features["return_id"].to_numpy()):
         score = float(scores[index])
@@ -36,7 +37,7 @@ def score_frame(
                 "return_id": return_id,
                 "score": score,
                 "band": band(score, review, deny),
-                "decision": policy.decision_for_score(score),
+                "decision": policy.decision_for_score(score, review_from),
                 "reasons": reason_codes(
                     model.features,
                     matrix[index],

@@ -32,12 +32,23 @@ def fraud_challenger(
     reviews: pd.DataFrame,
     *,
     capacity: float,
+    thresholds: tuple[float, float] = (0.2, 0.9),  # review, deny: the shipped policy's
     as_of: pd.Timestamp | None = None,
     artifact_root: str | None = None,
 ) -> tuple[TrainingResult, str]:
-    """Train a challenger, compared on its holdout with the legacy rules and the current champion; logged."""
+    """Train a challenger, compared on its holdout with the legacy rules and the current champion; logged.
+    `thresholds` are the policy's review and deny thresholds (the review queue it would fill is judged)."""
     champion = registry.load_fraud()
-    result = train_fraud(features, reviews, as_of=as_of, capacity=capacity, champion=champion)
+    review, deny = thresholds
+    result = train_fraud(
+        features,
+        reviews,
+        as_of=as_of,
+        capacity=capacity,
+        champion=champion,
+        review_threshold=review,
+        deny_threshold=deny,
+    )
     version = registry.log_fraud_run(result, artifact_root=artifact_root)
     return result, version
 
@@ -96,6 +107,7 @@ def train_fraud_or_rules(
     reviews: pd.DataFrame,
     *,
     capacity: float,
+    thresholds: tuple[float, float] = (0.2, 0.9),  # review, deny: the shipped policy's
     artifact_root: str | None = None,
     promote: bool = True,
 ) -> Outcome:
@@ -103,7 +115,9 @@ def train_fraud_or_rules(
     that whatever the labels allow serves: the champion, or the rules scorer with why no model is
     champion. Too few labels is an outcome (no version), not a failure."""
     try:
-        result, version = fraud_challenger(features, reviews, capacity=capacity, artifact_root=artifact_root)
+        result, version = fraud_challenger(
+            features, reviews, capacity=capacity, thresholds=thresholds, artifact_root=artifact_root
+        )
     except NotEnoughLabels as exc:
         outcome = Outcome(registry.FRAUD_MODEL, None, False, str(exc))
     else:
@@ -124,11 +138,21 @@ def save_rules_scorer(features: pd.DataFrame, reviews: pd.DataFrame, reason: str
     return rules
 
 
-def train_all(engine: Engine, *, capacity: float, artifact_root: str | None = None) -> list[Outcome]:
+def train_all(
+    engine: Engine,
+    *,
+    capacity: float,
+    thresholds: tuple[float, float] = (0.2, 0.9),  # review, deny: the shipped policy's
+    artifact_root: str | None = None,
+) -> list[Outcome]:
     """Both models from the state database, each through its gate."""
     features = fraud_features(engine)
     reviews = load_frame(engine, "fraud_reviews", ["return_id", "reviewed_at", "outcome", "source"])
-    outcomes = [train_fraud_or_rules(features, reviews, capacity=capacity, artifact_root=artifact_root)]
+    outcomes = [
+        train_fraud_or_rules(
+            features, reviews, capacity=capacity, thresholds=thresholds, artifact_root=artifact_root
+        )
+    ]
     recovery, recovery_version, _ = recovery_challenger(line_features(engine), artifact_root=artifact_root)
     outcomes.append(gate_recovery(recovery, recovery_version))
     return outcomes

@@ -206,6 +206,10 @@ class Fraud(_Section):
         return deny
 
 
+class Exchanges(_Section):
+    require_stock: StrictBool = True
+
+
 class Velocity(_Section):
     window_days: Days = 30
     max_returns: Count
@@ -225,6 +229,7 @@ class Policy(_Section):
     loyalty: Loyalty = Field(default_factory=Loyalty)
     fraud: Fraud
     velocity: Velocity
+    exchanges: Exchanges = Field(default_factory=Exchanges)
 
     @field_validator("non_returnable_categories", "shipping_refund_reasons")
     @classmethod
@@ -283,11 +288,12 @@ class Policy(_Section):
         points = (merchandise * self.loyalty.points_per_currency_unit).to_integral_value(ROUND_FLOOR)
         return max(int(points), 0)
 
-    def decision_for_score(self, score: float) -> Decision:
-        """What the fraud score alone says: deny at or above deny, review at or above review."""
+    def decision_for_score(self, score: float, review_from: float | None = None) -> Decision:
+        """What the fraud score alone says: deny at or above deny, review at or above review (or at or
+        above `review_from`, the scorer's cut that keeps the queue within the review capacity)."""
         if score >= self.fraud.deny_threshold:
             return "deny"
-        if score >= self.fraud.review_threshold:
+        if score >= max(self.fraud.review_threshold, review_from or 0.0):
             return "review"
         return "approve"
 

@@ -113,6 +113,20 @@ def import_(
     out.print(
         f"imported {report.rows:,} rows in {elapsed:.1f} s ({report.rows / max(elapsed, 1e-9):,.0f} rows/s)"
     )
+    _refresh_snapshots()
+
+
+def _refresh_snapshots() -> None:
+    """Rebuild the product and store snapshots online scoring reads, so that the API computes the
+    features the models were trained on (the daily Dagster schedule does the same)."""
+    from features.offline import write_product_snapshots
+
+    started = time.perf_counter()
+    rows = write_product_snapshots(_engine())
+    out.print(
+        f"snapshots for online scoring (product_stats, location_stats): {rows:,} rows in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
 
 
 @app.command("simulate")
@@ -179,6 +193,32 @@ def check() -> None:
     out.print("invariants hold: nothing returned or refunded beyond what was bought or paid")
 
 
+@app.command("skew")
+def skew() -> None:
+    """Training/serving skew: the features the API served for returns, recomputed offline. Exits 1 and
+    lists each feature that differs if any does."""
+    from features.skew import serving_skew
+
+    table = serving_skew(_engine())
+    if table.empty:
+        out.print("no served returns to compare yet (the serving log has none with a return id)")
+        return
+    compared = int(table["compared"].max())
+    wrong = table[table["mismatched"] > 0]
+    if len(wrong):
+        for row in wrong.itertuples(index=False):
+            err.print(
+                f"  {row.feature}: {row.mismatched} of {row.compared} differ (largest difference "
+                f"{row.max_abs_difference:.4g})",
+                markup=False,
+                highlight=False,
+            )
+        raise Failure(
+            f"{len(wrong)} of {len(table)} features differ from training on {compared:,} served returns"
+        )
+    out.print(f"no skew: {len(table)} features agree with training on {compared:,} served returns")
+
+
 def _mlflow():
     from models import registry
 
@@ -196,9 +236,13 @@ def train() -> None:
 
     settings = _mlflow()
     policy = load_policy(settings.policy_path)
+    _refresh_snapshots()
     with err.status("training") if err.is_terminal else nullcontext():
         outcomes = train_all(
-            _engine(), capacity=policy.fraud.review_capacity, artifact_root=settings.mlflow_artifact_root
+            _engine(),
+            capacity=policy.fraud.review_capacity,
+            thresholds=(policy.fraud.review_threshold, policy.fraud.deny_threshold),
+            artifact_root=settings.mlflow_artifact_root,
         )
     for outcome in outcomes:
         if outcome.version is None:
@@ -227,6 +271,30 @@ def train() -> None:
         out.print(f"fraud scores: the rules scorer serves ({serving.why})", markup=False, highlight=False)
     else:
         out.print(f"fraud scores: {registry.FRAUD_MODEL} version {serving.version} serves", markup=False)
+    _print_queue(serving, policy)
+
+
+def _print_queue(serving, policy) -> None:
+    """What the serving scorer's decisions ask of the team at the policy's thresholds."""
+    from models.evaluation import expected_queue
+
+    fraud = policy.fraud
+    queue = expected_queue(
+        serving.score_quantiles, fraud.review_capacity, fraud.review_threshold, fraud.deny_threshold
+    )
+    if "queue_share" not in queue:
+        out.print(
+            f"review queue: from score {queue['review_from']:.2f} (no scores of recent returns to size it)"
+        )
+        return
+    out.print(
+        f"review queue at the policy (review {fraud.review_threshold}, deny {fraud.deny_threshold}, capacity "
+        f"{fraud.review_capacity:.1%}): {queue['queue_share']:.1%} of returns held for review, from score "
+        f"{queue['review_from']:.2f} ({queue['queue_share'] / fraud.review_capacity:.1f}x the capacity; the "
+        f"review threshold alone would hold {queue['threshold_queue_share']:.1%}); {queue['deny_share']:.1%} denied",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command("score")
@@ -343,7 +411,32 @@ def serve(
 
     settings = get_settings()
     upgrade(settings.database_url)
+    if _snapshots_stale():
+        _refresh_snapshots()
     run(host or settings.api_host, port or settings.api_port, processes)
+
+
+def _snapshots_stale() -> bool:
+    """Whether orders or returns came in on a day after the newest snapshot's (a snapshot of day D holds
+    what happened before 00:00 UTC of D): then the API would read older product rates than training."""
+    import datetime as dt
+
+    from sqlalchemy import func, select
+
+    from oms.tables import Order, ProductStats, Return
+
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    with _engine().connect() as connection:
+        day = connection.execute(select(func.max(ProductStats.day))).scalar_one()
+        latest = [
+            connection.execute(select(func.max(column))).scalar_one()
+            for column in (Order.placed_at, Return.requested_at)
+        ]
+    latest = [moment for moment in latest if moment is not None]
+    if not latest:
+        return False
+    newest = max(m if m.tzinfo else m.replace(tzinfo=dt.UTC) for m in latest)
+    return day is None or newest >= epoch + dt.timedelta(days=int(day) + 1)
 
 
 @app.command("notify")

@@ -28,6 +28,7 @@ Everything is vectorised with numpy and deterministic for a seed.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import time
 from dataclasses import dataclass, field, replace
@@ -198,8 +199,11 @@ class SimulationConfig:
 
     @property
     def end(self) -> dt.date:
+        """`months` after `start`, on the same day of the month or the month's last (31 May + 1 month
+        is 30 June)."""
         year, month = divmod(self.start.month - 1 + self.months, 12)
-        return dt.date(self.start.year + year, month + 1, self.start.day)
+        year, month = self.start.year + year, month + 1
+        return dt.date(year, month, min(self.start.day, calendar.monthrange(year, month)[1]))
 
 
 @dataclass

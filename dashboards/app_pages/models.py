@@ -4,6 +4,7 @@ the policy backtest (a review threshold or capacity replayed on scored, reviewed
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -118,6 +119,47 @@ else:
         )
         st.dataframe(listing, hide_index=True, key="models_versions")
 
+# --- the review queue it fills -----------------------------------------------------------------------
+
+policy = data.current_policy()
+fraud_policy = policy.fraud
+first, last, returns_count = data.returns_span(url)
+days = max((last - first) / pd.Timedelta(days=1), 1.0) if first is not None and last is not None else None
+if registry.champion is not None:
+    queue = registry.metrics.get(registry.champion, {})
+    queue_source = "its test window"
+else:
+    from models.evaluation import expected_queue
+
+    quantiles = (registry.rules or {}).get("score_quantiles") or []
+    queue = expected_queue(
+        np.asarray(quantiles, dtype=float),
+        fraud_policy.review_capacity,
+        fraud_policy.review_threshold,
+        fraud_policy.deny_threshold,
+    )
+    queue_source = "the last 120 days of returns"
+if "queue_share" in queue and days:
+    per_day = returns_count / days
+    st.subheader("The review queue it fills")
+    cells = st.columns(4)
+    cells[0].metric(
+        "Held for review a day",
+        f"{queue['queue_share'] * per_day:,.1f}",
+        delta=f"capacity {fraud_policy.review_capacity * per_day:,.1f}",
+        delta_color="off",
+    )
+    cells[1].metric("Share of returns held", ui.percent(queue["queue_share"]))
+    cells[2].metric("Denied a day", f"{queue['deny_share'] * per_day:,.1f}")
+    cells[3].metric("Queue starts at score", f"{queue['review_from']:.2f}")
+    st.caption(
+        f"Expected at the policy's thresholds (review {fraud_policy.review_threshold}, deny "
+        f"{fraud_policy.deny_threshold}, capacity {fraud_policy.review_capacity:.1%} of returns) on "
+        f"{queue_source}, at this retailer's {per_day:,.1f} returns a day. Scores are probabilities over "
+        f"every return; the review threshold alone would hold {ui.percent(queue['threshold_queue_share'])}"
+        " of returns, so the queue keeps the highest scores below the deny threshold up to the capacity."
+    )
+
 if versions.empty:
     st.info("No return has been scored yet (`recoup score`): nothing more to show.")
     st.stop()
@@ -141,8 +183,6 @@ if registry.champion is not None and default is not None and not default.is_cham
         f"The champion (version {registry.champion}) has no scores in this database yet: run `recoup score`."
     )
 
-policy = data.current_policy()
-first, last, returns_count = data.returns_span(url)
 params = registry.params.get(model_version, {})
 if "split_train_end" in params:
     split_source = "the model's MLflow run"

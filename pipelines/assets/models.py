@@ -48,6 +48,7 @@ def fraud_challenger(
             return_features,
             _reviews(database),
             capacity=policy.fraud.review_capacity,
+            thresholds=(policy.fraud.review_threshold, policy.fraud.deny_threshold),
             artifact_root=artifact_root,
         )
     except NotEnoughLabels as exc:

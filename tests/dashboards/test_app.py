@@ -349,8 +349,13 @@ def test_models_page_shows_the_champion_drift_and_backtest() -> None:
     assert 0 < number(at, "Average precision (reviews)") <= 1
     assert "champion" in " ".join(c.value for c in at.caption) or at.metric
     assert number(at, "Shifted features") + number(at, "Moderate") + number(at, "Stable") > 50
+    # the queue the champion fills at the policy's thresholds, sized to the team
+    assert 1.0 <= number(at, "Share of returns held") <= 4.0  # 0.5x-2x the 2 % capacity
+    assert number(at, "Held for review a day") > 0
+    assert number(at, "Queue starts at score") >= 0.2
+    assert any("the review threshold alone would hold" in c.value for c in at.caption)
     flagged_default = number(at, "Flagged")
-    at.slider(key="bt_threshold").set_value(0.2)
+    at.slider(key="bt_threshold").set_value(0.1)
     run(at)
     assert number(at, "Flagged") > flagged_default
     at.slider(key="bt_threshold").set_value(0.9)

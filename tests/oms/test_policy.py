@@ -47,8 +47,8 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_default_policy_loads_with_its_version(policy: Policy) -> None:
-    assert policy.version == "2026-11-01"
-    assert policy.fraud.review_threshold == 0.5
+    assert policy.version == "2026-12-07"
+    assert policy.fraud.review_threshold == 0.2
     assert policy.fraud.deny_threshold == 0.9
     assert policy.fraud.review_capacity == 0.02
     assert policy.receiptless.max_value == Decimal("150.00")
@@ -95,8 +95,8 @@ def test_tender_rank_follows_the_file(policy: Policy) -> None:
 
 
 def test_score_decisions_at_the_thresholds(policy: Policy) -> None:
-    assert policy.decision_for_score(0.49) == "approve"
-    assert policy.decision_for_score(0.5) == "review"
+    assert policy.decision_for_score(0.19) == "approve"
+    assert policy.decision_for_score(0.2) == "review"
     assert policy.decision_for_score(0.89) == "review"
     assert policy.decision_for_score(0.9) == "deny"
 
@@ -152,12 +152,12 @@ BROKEN = [
         id="bad-type-bool",
     ),
     pytest.param(
-        ('version = "2026-11-01"', "version = 2026"),
+        ('version = "2026-12-07"', "version = 2026"),
         "version: must be a non-empty string, got 2026",
         id="bad-type-version",
     ),
     pytest.param(
-        ("review_threshold = 0.5", 'review_threshold = "high"'),
+        ("review_threshold = 0.2", 'review_threshold = "high"'),
         "fraud.review_threshold: must be a number between 0 and 1, got 'high'",
         id="bad-type-score",
     ),
@@ -177,12 +177,12 @@ BROKEN = [
         id="money-negative",
     ),
     pytest.param(
-        ("review_threshold = 0.5", "review_threshold = 0.9"),
+        ("review_threshold = 0.2", "review_threshold = 0.9"),
         "fraud.deny_threshold: must be above review_threshold (0.9), got 0.9",
         id="review-equals-deny",
     ),
     pytest.param(
-        ("review_threshold = 0.5", "review_threshold = 0.95"),
+        ("review_threshold = 0.2", "review_threshold = 0.95"),
         "fraud.deny_threshold: must be above review_threshold (0.95), got 0.9",
         id="review-above-deny",
     ),
@@ -242,7 +242,7 @@ BROKEN = [
         id="window-for-non-returnable",
     ),
     pytest.param(
-        ('version = "2026-11-01"', ""),
+        ('version = "2026-12-07"', ""),
         "version: required key is missing",
         id="missing-key",
     ),

@@ -98,7 +98,7 @@ def test_readme_example_opened_earbuds_returned_in_store() -> None:
     )
 
     assert quote == RefundQuote(
-        policy_version="2026-11-01",
+        policy_version=POLICY.version,
         lines=(
             LineRefund(
                 line_no=1,

@@ -309,3 +309,13 @@ def test_typology_seeds_draw_other_fraud_mixes(tmp_path: Path) -> None:
         truth = pd.read_csv(tmp_path / str(number) / "_truth" / "returns.csv")
         shares.append(truth["typology"].value_counts(normalize=True))
     assert not shares[0].round(3).equals(shares[1].round(3))
+
+
+def test_a_history_may_start_on_any_day_of_the_month() -> None:
+    import datetime as dt
+
+    from simulator.retailer import SimulationConfig
+
+    assert SimulationConfig(start=dt.date(2026, 5, 31), months=1).end == dt.date(2026, 6, 30)
+    assert SimulationConfig(start=dt.date(2023, 11, 30), months=3).end == dt.date(2024, 2, 29)
+    assert SimulationConfig(start=dt.date(2024, 1, 15), months=12).end == dt.date(2025, 1, 15)
