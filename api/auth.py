@@ -16,6 +16,7 @@ from api.errors import database_error
 SCOPE_EXTENSION = "x-required-scope"
 _DECISION = re.compile(r"^/v1/returns/[^/]+/decision/?$")
 _SCORE = re.compile(r"^/v1/returns/score/?$")
+_STOCK = re.compile(r"^/v1/inventory/[^/]+/[^/]+/?$")
 
 
 def needs(scope: str) -> dict[str, Any]:
@@ -25,8 +26,8 @@ def needs(scope: str) -> dict[str, Any]:
 
 
 def required_scope(method: str, path: str) -> str:
-    """The scope a request needs: reads need returns:read, analyst decisions review, other writes
-    returns:write; any other method admin."""
+    """The scope a request needs: reads need returns:read, analyst decisions review, stock counts
+    inventory:write, other writes returns:write; any other method admin."""
     if method in ("GET", "HEAD"):
         return "returns:read"
     if method == "POST":
@@ -35,6 +36,8 @@ def required_scope(method: str, path: str) -> str:
         if _SCORE.match(path):
             return "returns:read"
         return "returns:write"
+    if method == "PUT" and _STOCK.match(path):
+        return "inventory:write"
     return "admin"
 
 

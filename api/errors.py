@@ -11,7 +11,13 @@ from starlette.responses import JSONResponse
 from oms.apikeys import ApiKeyError
 from oms.disposition import InfeasibleDispositionError
 from oms.errors import RecoupError
-from oms.lifecycle import ConflictError, IllegalTransitionError, InvalidRequestError, NotFoundError
+from oms.lifecycle import (
+    ConflictError,
+    IllegalTransitionError,
+    InsufficientStockError,
+    InvalidRequestError,
+    NotFoundError,
+)
 from oms.refunds import RefundError
 from oms.uow import CommitUnknownError, is_disconnect
 
@@ -29,6 +35,7 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (NotFoundError, 404, "not_found"),
     (NotDocumentedError, 404, "not_found"),
     (IllegalTransitionError, 409, "illegal_transition"),
+    (InsufficientStockError, 409, "insufficient_stock"),
     (ConflictError, 409, "conflict"),
     (IdempotencyMismatchError, 422, "idempotency_key_reused"),
     (InvalidRequestError, 422, "invalid_request"),

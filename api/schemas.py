@@ -113,6 +113,20 @@ class EmptyIn(_Body):
     pass
 
 
+class PaymentIn(_Body):
+    amount: Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)] = Field(
+        description="What the till collected: exactly the return's amount_due."
+    )
+    method: Literal[enums.PAYMENT_METHODS]  # type: ignore[valid-type]
+    reference: Note | None = Field(None, description="The till's receipt or card authorisation.")
+
+
+class StockCountIn(_Body):
+    sellable: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
+        description="Sellable units counted at the location; the ledger is set to it."
+    )
+
+
 class DecisionIn(_Body):
     outcome: Outcome
     action: Literal["authorize", "reject"] | None = Field(
@@ -199,6 +213,11 @@ class ReturnOut(ReturnSummary):
     lines: list[ReturnLineOut]
     refunds: list[RefundOut]
     exchanges: list[ExchangeOut]
+    amount_due: Decimal = Field(
+        Decimal("0.00"),
+        description="What the customer owes for exchanges dearer than what they returned (status "
+        "awaiting_payment until it is paid: POST /v1/returns/{id}/payment).",
+    )
     timeline: list[EventOut]
 
 

@@ -15,7 +15,7 @@ from api.schemas import (
     ReturnOut,
     ReturnSummary,
 )
-from oms.lifecycle import NotFoundError, timeline
+from oms.lifecycle import NotFoundError, amount_due, timeline
 from oms.tables import Exchange, Refund, RefundAllocation, Return, ReturnLine
 
 
@@ -108,6 +108,7 @@ def return_view(session: Session, return_id: str) -> ReturnOut:
             )
             for r in refunds
         ],
+        amount_due=amount_due(session, return_id),
         exchanges=[
             ExchangeOut(
                 line_no=e.line_no,

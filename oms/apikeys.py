@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from oms.errors import RecoupError
 from oms.tables import ApiKey
 
-SCOPES = ("returns:read", "returns:write", "review", "admin")
+SCOPES = ("returns:read", "returns:write", "inventory:write", "review", "admin")
 PREFIX = "rk_"
 
 

@@ -12,6 +12,7 @@ RETURN_STATUSES = (
     "pending_review",
     "rejected",
     "received",
+    "awaiting_payment",
     "inspected",
     "completed",
     "cancelled",

@@ -47,6 +47,7 @@ from oms.errors import RecoupError
 from oms.policy import Policy
 from oms.tables import (
     Exchange,
+    ExchangePayment,
     FraudReview,
     InventoryMovement,
     Location,
@@ -75,7 +76,8 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "requested": {"authorize": "authorized", "hold": "pending_review", "reject": "rejected"},
     "pending_review": {"authorize": "authorized", "reject": "rejected"},
     "authorized": {"receive": "received", "cancel": "cancelled", "expire": "expired"},
-    "received": {"inspect": "inspected"},
+    "received": {"inspect": "inspected", "await_payment": "awaiting_payment"},
+    "awaiting_payment": {"pay": "received"},
     "inspected": {"complete": "completed"},
 }
 
@@ -106,6 +108,16 @@ class IllegalTransitionError(LifecycleError):
 
 class ConflictError(LifecycleError):
     """Another change to the same return won the race; re-read and retry if still wanted."""
+
+
+class InsufficientStockError(ConflictError):
+    """An exchange's replacement is short at the location (the message says what is there)."""
+
+    def __init__(self, location: str, sku: str, needed: int, sellable: int) -> None:
+        super().__init__(
+            f"location {location} has {sellable} sellable unit(s) of {sku}; the exchange needs {needed}"
+        )
+        self.location, self.sku, self.needed, self.sellable = location, sku, needed, sellable
 
 
 # --- requests and results ------------------------------------------------------------------------
@@ -584,7 +596,7 @@ class ReturnService:
             self._notify(header, "return_rejected", {"reasons": payload["reasons"]})
         if request.receive_now and header.status == "authorized":
             self.receive(return_id, actor, location_id=request.location_id)
-            if request.refund_now:
+            if request.refund_now and header.status == "received":  # not while a payment is due
                 self.refund(return_id, actor)
         session.flush()
         return header
@@ -636,12 +648,40 @@ class ReturnService:
                 "quantities": {str(line.line_no): line.received_quantity for line in lines},
             },
         )
+        due = ZERO
         for line in lines:
             if line.replacement_sku is not None and line.received_quantity:
-                self._exchange(header, line, location, now)
+                due += max(self._exchange(header, line, location, now), ZERO)
         self._notify(header, "return_received", {"location_id": location})
+        if due > 0:  # the till collects what the dearer replacements cost before the return goes on
+            self._move(header, "await_payment", actor, {"amount_due": str(due)})
         self.session.flush()
         return header
+
+    def record_payment(
+        self, return_id: str, actor: str, *, amount: Decimal, method: str, reference: str | None = None
+    ) -> ExchangePayment:
+        """The till collected what the exchanges cost: exactly the amount due, in one tender; the
+        return goes on (received)."""
+        header = self.get(return_id, lock=True)
+        self._check(header, "pay")
+        if method not in enums.PAYMENT_METHODS:
+            raise InvalidRequestError(f"method {method!r} is not one of {', '.join(enums.PAYMENT_METHODS)}")
+        due = amount_due(self.session, return_id)
+        if Decimal(amount).quantize(CENT) != due:
+            raise InvalidRequestError(f"return {return_id} has {due} due for its exchanges, not {amount}")
+        payment = ExchangePayment(
+            return_id=return_id,
+            paid_at=self.now(),
+            method=method,
+            amount=due,
+            reference=reference,
+            actor=actor,
+        )
+        self.session.add(payment)
+        self._move(header, "pay", actor, {"amount": str(due), "method": method, "reference": reference})
+        self.session.flush()
+        return payment
 
     def inspect(self, return_id: str, conditions: dict[int, str], actor: str) -> Return:
         header = self.get(return_id, lock=True)
@@ -940,13 +980,19 @@ class ReturnService:
         self._move(header, "authorize", actor, {**payload, "rma_number": header.rma_number})
         self._notify(header, "return_authorized", {"rma_number": header.rma_number})
 
-    def _exchange(self, header: Return, line: ReturnLine, location: str, now: dt.datetime) -> None:
-        """Reserve the replacement and settle the difference: even exchanges (same style) are free,
-        others cost the difference at today's price (positive: the customer pays; negative: refunded)."""
+    def _exchange(self, header: Return, line: ReturnLine, location: str, now: dt.datetime) -> Decimal:
+        """Reserve the replacement from the location's sellable stock (refused when short, if the policy
+        requires stock) and settle the difference: even exchanges (same style) are free, others cost the
+        difference at today's price (positive: the customer pays; negative: refunded). Returns it."""
         assert line.replacement_sku is not None and line.received_quantity
-        replacement = self.session.get(Product, line.replacement_sku)
+        # the product row locked: two exchanges of the same sku take their units one after the other
+        replacement = self.session.get(Product, line.replacement_sku, with_for_update=True)
         returned = self.session.get(Product, line.sku)
         assert replacement is not None and returned is not None
+        if self.policy.exchanges.require_stock:
+            sellable = stock(self.session, location, replacement.sku).get("sellable", 0)
+            if sellable < line.received_quantity:
+                raise InsufficientStockError(location, replacement.sku, line.received_quantity, sellable)
         even = replacement.style_id == returned.style_id
         if line.order_line_no is not None and header.order_id is not None:
             ordered = self.session.get(OrderLine, (header.order_id, line.order_line_no))
@@ -986,6 +1032,7 @@ class ReturnService:
                 "price_difference": str(difference),
             },
         )
+        return difference
 
     def _movement(
         self,
@@ -1283,6 +1330,46 @@ class ReturnService:
 
 
 # --- queries -------------------------------------------------------------------------------------
+
+
+def amount_due(session: Session, return_id: str) -> Decimal:
+    """What the customer owes for exchanges dearer than the returned items (0 once paid)."""
+    if session.get(ExchangePayment, return_id) is not None:
+        return ZERO
+    owed = session.execute(
+        select(func.coalesce(func.sum(Exchange.price_difference), 0)).where(
+            Exchange.return_id == return_id, Exchange.price_difference > 0
+        )
+    ).scalar_one()
+    return Decimal(owed).quantize(CENT)
+
+
+def count_stock(
+    session: Session, location_id: str, sku: str, sellable: int, *, at: dt.datetime | None = None
+) -> dict[str, int]:
+    """A stock count: the location's sellable units of `sku` are `sellable` from now on, written as a
+    `stock_count` movement of the difference (none when the ledger already agrees). Returns the stock."""
+    if sellable < 0:
+        raise InvalidRequestError(f"a stock count cannot be negative, got {sellable}")
+    if session.get(Location, location_id) is None:
+        raise NotFoundError(f"location {location_id!r} does not exist")
+    # the product row locked: a count and an exchange of the same sku do not interleave
+    if session.get(Product, sku, with_for_update=True) is None:
+        raise NotFoundError(f"product {sku!r} does not exist")
+    difference = sellable - stock(session, location_id, sku).get("sellable", 0)
+    if difference:
+        session.add(
+            InventoryMovement(
+                at=at or dt.datetime.now(dt.UTC),
+                location_id=location_id,
+                sku=sku,
+                bucket="sellable",
+                quantity=difference,
+                reason="stock_count",
+            )
+        )
+        session.flush()
+    return stock(session, location_id, sku)
 
 
 def stock(session: Session, location_id: str, sku: str) -> dict[str, int]:

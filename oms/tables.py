@@ -330,6 +330,25 @@ class Refund(Base):
     )
 
 
+class ExchangePayment(Base):
+    """What the customer paid at the till for exchanges dearer than what they returned (one per return:
+    it settles every line's difference at once)."""
+
+    __tablename__ = "exchange_payments"
+
+    return_id: Mapped[str] = mapped_column(ForeignKey("returns.return_id"), primary_key=True)
+    paid_at: Mapped[dt.datetime]
+    method: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[Decimal]
+    reference: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        one_of("method", enums.PAYMENT_METHODS),
+        CheckConstraint("amount > 0", name="amount_positive"),
+    )
+
+
 class RefundAllocation(Base):
     """The part of a refund paid back to one tender (or issued as new store credit)."""
 

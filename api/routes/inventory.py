@@ -9,8 +9,8 @@ from fastapi import APIRouter, Path, Query
 from api.auth import needs
 from api.deps import State
 from api.routes.returns import ERRORS
-from api.schemas import ID_PATTERN, LimboOut, StockOut
-from oms.lifecycle import limbo, stock
+from api.schemas import ID_PATTERN, LimboOut, StockCountIn, StockOut
+from oms.lifecycle import count_stock, limbo, stock
 from oms.uow import retrying
 
 router = APIRouter(prefix="/v1/inventory", tags=["inventory"])
@@ -39,4 +39,21 @@ def read_stock(location_id: Ident, sku: Ident, state: State) -> StockOut:
         state.engine,
         lambda session: StockOut(location_id=location_id, sku=sku, buckets=stock(session, location_id, sku)),
         write=False,
+    )
+
+
+@router.put(
+    "/{location_id}/{sku}", response_model=StockOut, responses=ERRORS, openapi_extra=needs("inventory:write")
+)
+def put_stock(location_id: Ident, sku: Ident, body: StockCountIn, state: State) -> StockOut:
+    """A stock count: the location's sellable units of the sku are set to `sellable` (a `stock_count`
+    movement of the difference in the ledger). Exchanges take their replacements from this stock. Safe
+    to repeat: the same count twice moves nothing the second time."""
+    return retrying(
+        state.engine,
+        lambda session: StockOut(
+            location_id=location_id,
+            sku=sku,
+            buckets=count_stock(session, location_id, sku, body.sellable, at=state.clock()),
+        ),
     )

@@ -29,6 +29,7 @@ from api.schemas import (
     InspectIn,
     LineEstimateOut,
     ModelReason,
+    PaymentIn,
     ReceiveIn,
     ReturnCreate,
     ReturnOut,
@@ -348,6 +349,29 @@ def dispose_return(
     def action(service: ReturnService, session: Session):
         wanted = {line.line_no: line.disposition for line in body.lines} if body.lines else None
         service.dispose(return_id, actor(caller), wanted)
+        return 200, return_view(session, return_id)
+
+    return _command(request, state, caller, key, body, action)
+
+
+@router.post(
+    "/{return_id}/payment", response_model=ReturnOut, responses=ERRORS, openapi_extra=needs("returns:write")
+)
+def pay_return(
+    return_id: ReturnId,
+    body: PaymentIn,
+    request: Request,
+    state: State,
+    caller: Caller,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Record what the till collected for exchanges dearer than what was returned (the return's
+    `amount_due`, exactly): the return leaves awaiting_payment and goes on."""
+
+    def action(service: ReturnService, session: Session):
+        service.record_payment(
+            return_id, actor(caller), amount=body.amount, method=body.method, reference=body.reference
+        )
         return 200, return_view(session, return_id)
 
     return _command(request, state, caller, key, body, action)

@@ -77,6 +77,62 @@ def test_domain_errors_map_to_status_codes(api: Api) -> None:
     assert illegal.status_code == 409 and illegal.json()["error"]["code"] == "illegal_transition"
 
 
+def test_an_uneven_exchange_needs_stock_and_waits_for_its_payment(api: Api) -> None:
+    exchange = {
+        "channel": "store",
+        "order_id": "S-2001",
+        "location_id": "S1",
+        "refund_method": "exchange",
+        "receive_now": True,
+        "refund_now": True,
+        "lines": [
+            {
+                "order_line_no": 1,
+                "quantity": 1,
+                "reason": "changed_mind",
+                "condition": "new",
+                "replacement_sku": "HOODIE-M",
+            }
+        ],
+    }
+    before = _count_returns(api)
+    short = api.client.post("/v1/returns", json=exchange, headers=api.headers("till"))
+    assert short.status_code == 409, short.text
+    assert short.json()["error"] == {
+        "code": "insufficient_stock",
+        "message": "location S1 has 0 sellable unit(s) of HOODIE-M; the exchange needs 1",
+    }
+    assert _count_returns(api) == before  # nothing half-written
+    count = {"sellable": 2}
+    assert (
+        api.client.put("/v1/inventory/S1/HOODIE-M", json=count, headers=api.headers("till")).status_code
+        == 403
+    )
+    for _ in range(2):  # a count is safe to repeat
+        counted = api.client.put(
+            "/v1/inventory/S1/HOODIE-M", json=count, headers=api.headers("inventory:write")
+        )
+        assert counted.status_code == 200 and counted.json()["buckets"] == {"sellable": 2}, counted.text
+    created = api.client.post("/v1/returns", json=exchange, headers=api.headers("till"))
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["status"] == "awaiting_payment" and Decimal(body["amount_due"]) == Decimal("20.00")
+    assert body["refunds"] == []  # the till refunds nothing while a payment is due
+    path = f"/v1/returns/{body['return_id']}/payment"
+    wrong = api.client.post(path, json={"amount": "13.99", "method": "card"}, headers=api.headers("till"))
+    assert wrong.status_code == 422 and "has 20.00 due for its exchanges" in wrong.text
+    paid = api.client.post(
+        path, json={"amount": "20.00", "method": "card", "reference": "AUTH-1"}, headers=api.headers("till")
+    )
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["status"] == "received" and Decimal(paid.json()["amount_due"]) == Decimal("0.00")
+    assert paid.json()["timeline"][-1]["kind"] == "pay"
+    again = api.client.post(path, json={"amount": "20.00", "method": "card"}, headers=api.headers("till"))
+    assert again.status_code == 409 and again.json()["error"]["code"] == "illegal_transition"
+    stock = api.client.get("/v1/inventory/S1/HOODIE-M", headers=api.headers("returns:read")).json()
+    assert stock["buckets"] == {"sellable": 1, "reserved": 1}
+
+
 def test_idempotency_key_replays_without_a_second_effect(api: Api) -> None:
     headers = api.headers("till", **{"Idempotency-Key": "till-7-txn-1"})
     first = api.client.post("/v1/returns", json=WEB_RETURN, headers=headers)
@@ -184,7 +240,12 @@ def _operations(api: Api) -> list[tuple[str, str, str]]:
 def test_every_endpoint_needs_a_key_and_its_scope(api: Api) -> None:
     operations = _operations(api)
     assert len(operations) >= 12
-    lacking = {"returns:read": "review", "returns:write": "returns:read", "review": "returns:write"}
+    lacking = {
+        "returns:read": "review",
+        "returns:write": "returns:read",
+        "review": "returns:write",
+        "inventory:write": "returns:write",
+    }
     for method, path, scope in operations:
         assert required_scope(method, path) == scope, (method, path)
         anonymous = api.client.request(method, path, json={})

@@ -17,9 +17,12 @@ from oms.disposition import InfeasibleDispositionError
 from oms.lifecycle import (
     CreateReturn,
     IllegalTransitionError,
+    InsufficientStockError,
     InvalidRequestError,
     LineRequest,
     ReturnService,
+    amount_due,
+    count_stock,
     limbo,
     stock,
     timeline,
@@ -422,6 +425,7 @@ def test_infeasible_disposition_is_refused(service: ReturnService) -> None:
 def test_even_exchange_reserves_the_replacement_at_no_charge(
     service: ReturnService, session: Session
 ) -> None:
+    count_stock(session, "S1", "TEE-L", 3)
     request = CreateReturn(
         channel="store",
         order_id="S-2001",
@@ -438,7 +442,7 @@ def test_even_exchange_reserves_the_replacement_at_no_charge(
     header = service.create(request, "till")
     exchange = session.execute(select(Exchange).where(Exchange.return_id == header.return_id)).scalar_one()
     assert exchange.even and exchange.price_difference == Decimal("0.00")
-    assert stock(session, "S1", "TEE-L") == {"sellable": -1, "reserved": 1}
+    assert stock(session, "S1", "TEE-L") == {"sellable": 2, "reserved": 1}
     refund = session.execute(select(Refund).where(Refund.return_id == header.return_id)).scalar_one()
     assert refund.amount == Decimal("0.00") and refund.method == "exchange"
     # nothing was refunded, so no refund notice: the customer hears of the exchange instead
@@ -468,9 +472,55 @@ def test_uneven_exchange_settles_the_difference_at_todays_price(
         ),
         receive_now=True,
     )
+    count_stock(session, "S1", "HOODIE-M", 1)
     header = service.create(request, "till")
     exchange = session.execute(select(Exchange).where(Exchange.return_id == header.return_id)).scalar_one()
     assert not exchange.even and exchange.price_difference == Decimal("20.00")  # 45.00 today - 25.00 paid
+    # the till collects the 20.00 before the return goes on
+    assert header.status == "awaiting_payment" and amount_due(session, header.return_id) == Decimal("20.00")
+    with pytest.raises(IllegalTransitionError, match="awaiting_payment: cannot inspect"):
+        service.inspect(header.return_id, {1: "new"}, "w")
+    with pytest.raises(InvalidRequestError, match=r"has 20\.00 due for its exchanges, not 19\.99"):
+        service.record_payment(header.return_id, "till", amount=Decimal("19.99"), method="card")
+    service.record_payment(header.return_id, "till", amount=Decimal("20.00"), method="card", reference="A1")
+    assert header.status == "received" and amount_due(session, header.return_id) == Decimal("0.00")
+    with pytest.raises(IllegalTransitionError, match="is received: cannot pay"):
+        service.record_payment(header.return_id, "till", amount=Decimal("20.00"), method="card")
+    kinds = [event.kind for event in timeline(session, header.return_id)]
+    assert kinds[-2:] == ["await_payment", "pay"]
+    service.inspect(header.return_id, {1: "new"}, "w")
+    service.refund(header.return_id, "till")  # nothing to refund: the customer paid the difference
+    service.dispose(header.return_id, "w")
+    assert header.status == "completed"
+
+
+def test_an_exchange_takes_what_the_location_has_and_says_so_when_short(
+    service: ReturnService, session: Session
+) -> None:
+    request = CreateReturn(
+        channel="store",
+        order_id="S-2001",
+        location_id="S1",
+        refund_method="exchange",
+        lines=(
+            LineRequest(
+                order_line_no=1, quantity=1, reason="doesnt_fit", condition="new", replacement_sku="TEE-L"
+            ),
+        ),
+        receive_now=True,
+    )
+    with pytest.raises(
+        InsufficientStockError, match="location S1 has 0 sellable unit\\(s\\) of TEE-L; the exchange needs 1"
+    ):
+        service.create(request, "till")
+    session.rollback()
+    assert stock(session, "S1", "TEE-L") == {}  # nothing half-written
+    assert count_stock(session, "S1", "TEE-L", 1) == {"sellable": 1}
+    assert count_stock(session, "S1", "TEE-L", 1) == {"sellable": 1}  # the same count again moves nothing
+    header = service.create(request, "till")
+    assert header.status == "received" and stock(session, "S1", "TEE-L") == {"sellable": 0, "reserved": 1}
+    with pytest.raises(InvalidRequestError, match="cannot be negative"):
+        count_stock(session, "S1", "TEE-L", -1)
 
 
 def test_receiptless_store_return_gets_store_credit_at_lowest_recent_price(
