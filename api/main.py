@@ -10,17 +10,23 @@ import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import fastapi_offline
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse
 
 from api import errors
 from api.auth import ApiKeyMiddleware
 from api.errors import NotDocumentedError
 from api.routes import inventory, returns
 from api.state import AppState
+
+DOCS_STATIC = "/docs-static"
+DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
+DOCS_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
 
 DESCRIPTION = """Returns intelligence for omnichannel retailers.
 
@@ -198,12 +204,32 @@ def create_app(state: AppState | None = None) -> FastAPI:
     @app.get("/docs", include_in_schema=False)
     async def swagger() -> HTMLResponse:
         documented()
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png",
+        )
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
         documented()
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} API")
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} API",
+            redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_STATIC}/favicon.png",
+            with_google_fonts=False,
+        )
+
+    @app.get(DOCS_STATIC + "/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> FileResponse:
+        """Swagger UI and ReDoc from the fastapi-offline package, so the docs work without internet."""
+        documented()
+        if name not in DOCS_ASSETS:
+            raise NotDocumentedError(f"no documentation asset {name!r}")
+        return FileResponse(DOCS_ASSETS_DIR / name, headers={"Cache-Control": "public, max-age=86400"})
 
     return app
 

@@ -76,7 +76,7 @@ class FraudModel:
     version: str | None = None
     typical_by_group: dict[str, dict[str, float]] = field(default_factory=dict)  # see models.explain
     trained_until: pd.Timestamp | None = None  # it learned from returns requested before this
-    score_quantiles: np.ndarray = field(default_factory=lambda: np.zeros(0))  # on the test window
+    score_quantiles: np.ndarray = field(default_factory=lambda: np.zeros(0))  # on recent returns
 
     def review_from(self, fraud: Any) -> float:
         """The score from which this model's returns are held for review under the policy's `fraud`
@@ -192,6 +192,7 @@ def fixed_rounds(labels: int) -> int:
 
 
 EARLY_STOPPING_LABELS = 400
+RECENT = pd.Timedelta(days=120)  # the returns whose scores size the review queue
 SCORE_FLOOR, SCORE_CEILING = 0.001, 0.999  # a calibrated score is never "impossible" nor "certain"
 
 
@@ -436,19 +437,18 @@ def train_fraud(
         model.booster, _ = _fit(params, everything, None, feature_names, rounds)
         model.trained_until = split.test_end
         rows["refit"] = len(everything)
-    # how its decisions fill the team's review queue, on scores of returns their booster never learned
-    # from: the test window's by the booster trained before it (the refit learned its labelled returns,
-    # whose in-sample scores would raise the cut), and the returns since by the served one
-    later = _window(features, split.test_end, as_of)
-    unseen = np.concatenate(
-        [population["model_score"].to_numpy(float), model.predict(model.matrix(later)) if len(later) else []]
-    )
-    model.score_quantiles = score_distribution(unseen)
+    # how its decisions fill the team's review queue: the served booster's scores of the latest returns
+    # (few of them labelled yet, so few scored in-sample), as the rules scorer keeps its own
+    recent = _window(features, as_of - RECENT, as_of)
+    served = model.predict(model.matrix(recent)) if len(recent) else np.zeros(0)
+    model.score_quantiles = score_distribution(served)
     cut = review_cut(model.score_quantiles, capacity, review_threshold, deny_threshold)
     metrics.update(
         queue_metrics(
-            unseen,
-            (as_of - split.test_start) / pd.Timedelta(days=1),
+            served,
+            (as_of - max(recent["requested_at"].min(), as_of - RECENT)) / pd.Timedelta(days=1)
+            if len(recent)
+            else 0.0,
             capacity=capacity,
             review_threshold=review_threshold,
             deny_threshold=deny_threshold,

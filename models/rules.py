@@ -27,7 +27,7 @@ from models.evaluation import (
     rule_strata,
     score_distribution,
 )
-from models.fraud import POSITIVE, SCORE_CEILING, SCORE_FLOOR, labels_as_of
+from models.fraud import POSITIVE, RECENT, SCORE_CEILING, SCORE_FLOOR, labels_as_of
 
 VERSION = "rules"
 FEATURES = ["receiptless", "return_value", "cust_returns_30d", "refund_cash"]
@@ -41,7 +41,6 @@ RULE_FEATURE = {
 PRIOR_BASE = math.log(0.02 / 0.98)  # about 2 % of returns are fraud or abuse
 PRIOR_WEIGHT = 1.5  # each rule hit multiplies the odds by about 4.5
 MIN_LABELS, MIN_CLASS = 30, 5
-RECENT = pd.Timedelta(days=120)  # the returns whose scores size the review queue
 TIE_BREAK = 1e-3  # log-odds per log(1 + value): 0.014 between a return of 1.00 and one of 1,000,000
 
 

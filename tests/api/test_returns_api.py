@@ -291,9 +291,24 @@ def test_openapi_documents_examples_and_security(api: Api) -> None:
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
 
+def test_the_docs_pages_load_every_asset_from_the_api_itself(api: Api) -> None:
+    """Offline: Swagger UI and ReDoc take their scripts and styles from this server, never a CDN."""
+    for page, needed in (("/docs", 3), ("/redoc", 2)):
+        html = api.client.get(page)
+        assert html.status_code == 200, page
+        assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html.text)
+        assert len(assets) >= needed, (page, assets)
+        for asset in assets:
+            assert asset.startswith("/"), (page, asset)  # no http(s):// anywhere
+            loaded = api.client.get(asset)
+            assert loaded.status_code == 200 and len(loaded.content) > 1000, (page, asset)
+        assert "http://" not in html.text.replace("http://www.w3.org", "") and "https://" not in html.text
+    assert api.client.get("/docs-static/nothing.js").status_code == 404
+
+
 def test_documentation_can_be_switched_off(api: Api, live_server: LiveServer) -> None:
     live_server.app.state.recoup.serve_docs = False
-    for path in ("/docs", "/redoc", "/openapi.json"):
+    for path in ("/docs", "/redoc", "/openapi.json", "/docs-static/swagger-ui-bundle.js"):
         response = api.client.get(path)
         assert response.status_code == 404, path
         assert response.json()["error"]["code"] == "not_found"

@@ -89,8 +89,12 @@ def test_scores_are_probabilities_over_every_return_and_the_queue_fits_the_team(
     metrics = result.metrics
     assert 0.5 <= metrics["queue_capacity_ratio"] <= 2.0, metrics
     assert metrics["queue_per_day"] == pytest.approx(metrics["queue_share"] * metrics["returns_per_day"])
-    # what the API and the batch decide: held for review from the model's cut, denied from the threshold
-    decided = score_frame(model, population, policy)["decision"]
+    # what the API and the batch decide on the latest returns: held for review from the model's cut,
+    # denied from the threshold
+    features = world["features"]
+    as_of = features["requested_at"].max() + pd.Timedelta(seconds=1)  # train_fraud's default
+    recent = features[features["requested_at"] >= as_of - pd.Timedelta(days=120)]
+    decided = score_frame(model, recent, policy)["decision"]
     held = (decided == "review").mean()
     assert 0.5 * fraud.review_capacity <= held <= 2.0 * fraud.review_capacity, held
     assert held == pytest.approx(metrics["queue_share"])
