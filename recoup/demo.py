@@ -300,7 +300,9 @@ def _serve(console: Console, settings, var: Path, key: str, user: str, password:
     }
     order = _sample_order(engine)
     console.print()
-    console.print(f"API          http://127.0.0.1:{PORTS['api']}/docs      (API key: {key})")
+    console.print(f"API          http://127.0.0.1:{PORTS['api']}/docs")
+    # never wrapped: a key broken over two lines does not copy
+    console.print(f"API key      {key}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"Dashboards   http://127.0.0.1:{PORTS['dashboards']}   (sign in: {user} / {password})")
     console.print(f"Dagster      http://127.0.0.1:{PORTS['dagster']}")
     console.print(f"MLflow       http://127.0.0.1:{PORTS['mlflow']}")
@@ -317,7 +319,10 @@ def _serve(console: Console, settings, var: Path, key: str, user: str, password:
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)  # `kill` stops the demo as cleanly as Ctrl-C
+    # `kill` stops the demo as cleanly as Ctrl-C; and Ctrl-C works even when the demo was started in the
+    # background (a shell starts background jobs with SIGINT ignored, and Python keeps it so)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         while all(p.poll() is None for p in processes.values()):
             time.sleep(1)
