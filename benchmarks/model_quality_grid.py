@@ -84,7 +84,7 @@ def _judge(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
     )
 
 
-def run_cell(cell: Cell, seed: int, scratch: Path) -> dict:
+def run_cell(cell: Cell, seed: int, scratch: Path, forward: int = 0) -> dict:
     started = time.perf_counter()
     config = SimulationConfig(
         customers=cell.customers,
@@ -109,6 +109,11 @@ def run_cell(cell: Cell, seed: int, scratch: Path) -> dict:
     truth = pd.read_csv(out / "data" / "_truth" / "returns.csv").set_index("return_id")["label"]
     positive = (last["return_id"].map(truth) != "legitimate").to_numpy()
     row["fraud_share"] = float(positive.mean())
+    if forward:  # trained on what was known `forward` days before the end, judged on those days
+        cut = end - pd.Timedelta(days=forward)
+        later = features[features["requested_at"] >= cut].reset_index(drop=True)
+        features = features[features["requested_at"] < cut].reset_index(drop=True)
+        reviews = reviews[reviews["reviewed_at"] < cut].reset_index(drop=True)
     try:
         outcome = train_fraud_or_rules(
             features,
@@ -127,6 +132,8 @@ def run_cell(cell: Cell, seed: int, scratch: Path) -> dict:
         row["served"] = "rules" if serving.version == "rules" else "model"
         served = serving.predict(serving.matrix(last))
         row["served_ap"] = _judge(served, positive)[0]
+        if forward:  # the queue on returns after the training cut, which the scorer never saw
+            served = serving.predict(serving.matrix(later))
         review_from = serving.review_from(POLICY)
         row["denied"] = float((served >= DENY_THRESHOLD).mean())
         row["flagged"] = float(((served >= review_from) & (served < DENY_THRESHOLD)).mean())
@@ -150,6 +157,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--cells", default=",".join(c.name for c in CELLS))
+    parser.add_argument(
+        "--forward",
+        type=int,
+        default=0,
+        help="train on what was known this many days before the end; the queue figures are then those "
+        "days' returns (the AP figures keep the last 4 months, partly unseen)",
+    )
     args = parser.parse_args(argv)
     wanted = [c for c in CELLS if c.name in args.cells.split(",")]
     rows = []
@@ -158,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="recoup-grid-") as scratch:
         for cell in wanted:
             for seed in args.seeds:
-                row = run_cell(cell, seed, Path(scratch))
+                row = run_cell(cell, seed, Path(scratch), args.forward)
                 rows.append(row)
                 print(
                     f"{row['cell']:<12}{seed:>5}{row['reviews']:>8}{row['fraud_share']:>7.1%}  {row['served']:<8}"

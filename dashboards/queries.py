@@ -20,8 +20,9 @@ POSITIVE = ("fraud", "abuse")
 # Reviews that count as a loss-prevention decision: `ReturnService.decide` refuses a second one.
 DECISION_SOURCES = ("rule_flag", "model_flag", "random_audit")
 NOT_RETURNED = ("rejected", "cancelled", "expired")
-FLAGGED_BANDS = ("high", "critical")
-FLAGGED_DECISIONS = ("review", "deny")
+FLAGGED_DECISIONS = ("review", "deny")  # the scorer's decision at the policy (the queue's cut applied)
+# a return in these states has nothing left to act on: the queue leaves it out
+SETTLED_STATUSES = ("completed", "rejected", "cancelled", "expired")
 SCORE_BINS = 1000  # resolution of the backtest's score histogram
 
 
@@ -127,30 +128,39 @@ LINE_VALUE = (
 
 
 def review_queue(engine: Engine, model_name: str, model_version: str) -> pd.DataFrame:
-    """Flagged, undecided returns of one model version with their value and expected loss.
+    """Returns to decide: held for review, or flagged by one model version's decision (review or deny),
+    not decided by an analyst and not settled (completed, rejected, cancelled, expired); with value
+    and expected loss. Pending review first, then by score, then by value.
 
-    One level of joins and one GROUP BY (no aggregated subquery): right after `recoup score` replaced a
-    version's rows the planner's statistics may say "one row", and this shape stays a chain of index
-    lookups whatever the estimate.
+    The candidates come from two index scans (the version's flagged scores, the returns held for
+    review, which the API may have scored live without a batch score row); then one level of joins and
+    one GROUP BY: right after `recoup score` replaced a version's rows the planner's statistics may say
+    "one row", and this shape stays a chain of index lookups whatever the estimate.
     """
     sql = f"""
-        SELECT s.return_id, MIN(s.score) AS score, MIN(s.band) AS band, MIN(s.decision) AS decision,
+        SELECT r.return_id, MIN(s.score) AS score, MIN(s.band) AS band, MIN(s.decision) AS decision,
                MIN({_first_reason(engine, "s.reasons")}) AS top_reason,
                MIN(r.requested_at) AS requested_at, MIN(r.status) AS status, MIN(r.channel) AS channel,
                MIN(r.location_id) AS location_id, MIN(r.customer_id) AS customer_id,
                MIN(r.order_id) AS order_id, MIN(r.refund_method) AS refund_method,
                SUM({LINE_VALUE}) AS value, SUM(l.quantity) AS units, COUNT(l.line_no) AS lines
-        FROM return_scores s
-        JOIN returns r ON r.return_id = s.return_id
-        LEFT JOIN return_lines l ON l.return_id = s.return_id
+        FROM returns r
+        LEFT JOIN return_scores s ON s.return_id = r.return_id
+             AND s.model_name = :model_name AND s.model_version = :model_version
+        LEFT JOIN return_lines l ON l.return_id = r.return_id
         LEFT JOIN order_lines ol ON ol.order_id = l.order_id AND ol.line_no = l.order_line_no
         LEFT JOIN products p ON p.sku = l.sku
-        WHERE s.model_name = :model_name AND s.model_version = :model_version
-          AND (s.band IN ({_in(FLAGGED_BANDS)}) OR s.decision IN ({_in(FLAGGED_DECISIONS)}))
+        WHERE r.return_id IN (
+                SELECT f.return_id FROM return_scores f
+                WHERE f.model_name = :model_name AND f.model_version = :model_version
+                  AND f.decision IN ({_in(FLAGGED_DECISIONS)})
+                UNION
+                SELECT h.return_id FROM returns h WHERE h.status = 'pending_review')
+          AND r.status NOT IN ({_in(SETTLED_STATUSES)})
           AND NOT EXISTS (
               SELECT 1 FROM fraud_reviews f
-              WHERE f.return_id = s.return_id AND f.source IN ({_in(DECISION_SOURCES)}))
-        GROUP BY s.return_id
+              WHERE f.return_id = r.return_id AND f.source IN ({_in(DECISION_SOURCES)}))
+        GROUP BY r.return_id
     """
     frame = read(
         engine,
@@ -162,8 +172,15 @@ def review_queue(engine: Engine, model_name: str, model_version: str) -> pd.Data
     frame["value"] = frame["value"].fillna(0.0)
     frame["expected_loss"] = frame["score"] * frame["value"]
     frame["top_reason"] = frame["top_reason"].fillna("")
+    frame["band"] = frame["band"].fillna("unscored")  # held for review by the API, no batch score yet
     frame["location_id"] = frame["location_id"].fillna(_missing())
-    return frame.sort_values(["expected_loss", "return_id"], ascending=[False, True]).reset_index(drop=True)
+    frame["pending"] = frame["status"] == "pending_review"
+    order = ["pending", "score", "value", "return_id"]
+    return (
+        frame.sort_values(order, ascending=[False, False, False, True], kind="stable")
+        .drop(columns="pending")
+        .reset_index(drop=True)
+    )
 
 
 def return_detail(engine: Engine, return_id: str, model_name: str, model_version: str) -> dict[str, Any]:

@@ -37,7 +37,11 @@ else:
     scorer = f"{model.model_name} version {model.model_version}" + (
         " (the champion)" if model.is_champion else " (the newest scores; the registry names no champion)"
     )
-st.caption(f"Returns flagged by {scorer}, not yet decided, by expected loss = score × return value.")
+st.caption(
+    f"Returns to decide: held for review, or flagged by {scorer}; not yet decided and still open "
+    "(completed, rejected, cancelled and expired returns are left out). Held for review first, then by "
+    "score, then by value."
+)
 
 message = st.session_state.pop("decision_message", None)
 if message:
@@ -60,12 +64,13 @@ chosen_channels = columns[1].multiselect(
     "Channel", sorted(queue["channel"].unique()), key="queue_channels", placeholder="all"
 )
 chosen_bands = columns[2].multiselect(
-    "Band", ["critical", "high", "elevated", "low"], key="queue_bands", placeholder="all"
+    "Band", ["critical", "high", "elevated", "low", "unscored"], key="queue_bands", placeholder="all"
 )
 chosen_statuses = columns[3].multiselect(
     "Status", sorted(queue["status"].unique()), key="queue_statuses", placeholder="all"
 )
-default_range = (first.date(), last.date()) if first is not None and last is not None else ()
+today = pd.Timestamp.now(tz="UTC").date()  # the filter ends today, whenever the history ends
+default_range = (first.date(), max(last.date(), today)) if first is not None and last is not None else ()
 dates = columns[4].date_input("Requested between", value=default_range, key="queue_dates")
 
 view = queue

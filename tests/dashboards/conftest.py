@@ -36,6 +36,7 @@ from tests.conftest import BACKENDS, _postgres_admin_url
 
 CONFIG = SimulationConfig(customers=3_000, months=8, seed=5)
 PENDING = 6
+OPEN = 60
 APP = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
 PASSWORDS = {
     "ada": "ada-password",
@@ -69,16 +70,21 @@ class World:
 def populate(
     engine: Engine, world_model: FraudModel, scored: pd.DataFrame, tables: dict, pending: tuple
 ) -> None:
-    """Scores, analytics and the pending returns, in an imported database."""
+    """Scores, analytics and the pending returns, in an imported database; and, as a live retailer has
+    them, returns still open: the latest `OPEN` flagged undecided ones wait to be received."""
     write_scores(engine, world_model, scored)
     analytics.write_all(engine, tables)
     with engine.begin() as connection:
-        connection.execute(
-            text(
-                "UPDATE returns SET status = 'pending_review', received_at = NULL WHERE return_id IN :ids"
-            ).bindparams(bindparam("ids", expanding=True)),
-            {"ids": list(pending)},
-        )
+        reviewed = {row[0] for row in connection.execute(text("SELECT return_id FROM fraud_reviews"))}
+        flagged = scored[scored["decision"].isin(["review", "deny"])]["return_id"]
+        open_ = [r for r in flagged if r not in reviewed and r not in set(pending)][-OPEN:]
+        for status, ids in (("pending_review", list(pending)), ("authorized", open_)):
+            connection.execute(
+                text(
+                    "UPDATE returns SET status = :status, received_at = NULL WHERE return_id IN :ids"
+                ).bindparams(bindparam("ids", expanding=True)),
+                {"status": status, "ids": ids},
+            )
 
 
 def _users_file(directory: Path) -> Path:
@@ -120,7 +126,13 @@ def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Wo
     # pending: flagged returns without any review, spread over the top of the queue
     reviewed = set(reviews["return_id"])
     flagged = scored[scored["band"].isin(["high", "critical"]) & ~scored["return_id"].isin(reviewed)]
-    pending = tuple(flagged.sort_values("score", ascending=False)["return_id"].head(PENDING))
+    ranked = flagged.sort_values("score", ascending=False)["return_id"]
+    heads = load_frame(engine, "returns", ["return_id", "order_id", "customer_id"])
+    known = set(heads.loc[heads["customer_id"].notna() & heads["order_id"].notna(), "return_id"])
+    with_history = ranked[ranked.isin(known)].head(PENDING // 2)  # a customer and an order to show
+    pending = tuple(ranked[~ranked.isin(with_history)].head(PENDING - len(with_history))) + tuple(
+        with_history
+    )
     assert len(pending) == PENDING
     populate(engine, result.model, scored, tables, pending)
     engine.dispose()

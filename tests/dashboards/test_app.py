@@ -171,14 +171,23 @@ def test_oidc_identity_gets_the_roles_of_its_email() -> None:
 # --- review queue --------------------------------------------------------------------------------------
 
 
-def test_queue_is_sorted_by_expected_loss_and_filters_change_it(world: World) -> None:
+def test_queue_holds_open_undecided_returns_pending_first_then_by_score(world: World) -> None:
     at = open_app(ALICE, "review_queue")
     queue = table(at, "expected_loss")
     total = number(at, "Flagged, undecided")
     assert total == len(queue) > 20
-    assert queue["expected_loss"].is_monotonic_decreasing
+    pending = (queue["status"] == "pending_review").to_numpy()
+    assert pending.any() and not pending[pending.argmin() :].any()  # held for review first
+    for _, group in queue.groupby(pending):
+        scores = group["score"].dropna()
+        assert scores.is_monotonic_decreasing
+        for _, tied in group.groupby("score"):
+            assert tied["value"].is_monotonic_decreasing  # ties by value
+    assert not set(queue["status"]) & {"completed", "rejected", "cancelled", "expired"}
     decided = query(at_url(at), "SELECT return_id FROM fraud_reviews WHERE source <> 'chargeback'")
     assert not queue["return_id"].isin({row[0] for row in decided}).any()
+    (dates,) = [d for d in at.date_input if d.key == "queue_dates"]
+    assert dates.value[1] >= dt.date.today()  # the default filter ends today
     channel = queue["channel"].value_counts().index[-1]
     at.multiselect(key="queue_channels").set_value([channel])
     run(at)
@@ -207,7 +216,7 @@ def at_url(at: AppTest | None) -> str:
 def test_detail_shows_reasons_lines_timeline_and_links(world: World) -> None:
     at = open_app(ALICE, "review_queue")
     queue = table(at, "expected_loss")
-    known = queue[queue["customer_id"].notna()]["return_id"].iloc[0]
+    known = queue[queue["customer_id"].notna() & queue["order_id"].notna()]["return_id"].iloc[0]
     at.selectbox(key="queue_return").set_value(known)
     run(at)
     reasons = table(at, "reason")
