@@ -1396,24 +1396,29 @@ class LimboItem:
 def limbo(
     session: Session, now: dt.datetime | None = None, location_id: str | None = None
 ) -> list[LimboItem]:
-    """Units received but not yet disposed (in the returns-pending bucket), with their age."""
+    """Units received but not yet disposed, with their age, oldest first: lines of returns received at
+    a location and still open (not completed, rejected, cancelled or expired) without a disposition;
+    their units are those received, or, for imported history that does not record them, the line's.
+    The operations page's limbo (`features.analytics.limbo_lines`) is the same rule on the same rows."""
     now = now or utcnow()
+    units = func.coalesce(ReturnLine.received_quantity, ReturnLine.quantity)
     query = (
         select(
             ReturnLine.return_id,
             ReturnLine.line_no,
             Return.location_id,
             ReturnLine.sku,
-            ReturnLine.received_quantity,
+            units,
             Return.received_at,
         )
         .join(Return, Return.return_id == ReturnLine.return_id)
         .where(
-            ReturnLine.received_quantity > 0,
+            units > 0,
             ReturnLine.disposition.is_(None),
             Return.received_at.is_not(None),
+            Return.status.not_in((*CLOSED, "completed")),
         )
-        .order_by(Return.received_at)
+        .order_by(Return.received_at, ReturnLine.return_id, ReturnLine.line_no)
     )
     if location_id is not None:
         query = query.where(Return.location_id == location_id)

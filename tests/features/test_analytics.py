@@ -469,6 +469,52 @@ def test_limbo_holds_received_undisposed_lines_with_their_age(
     assert np.allclose(detail["age_days"], (as_of - detail["received_at_y"]).dt.total_seconds() / 86400)
 
 
+def test_the_api_and_the_operations_page_hold_the_same_lines_in_limbo(
+    simulated: Path, sqlite_template: Path, tmp_path: Path
+) -> None:
+    """Imported history (no received quantities, dispositions only for some) and lifecycle returns (one
+    received and waiting, one received and disposed): `GET /v1/inventory/limbo` and the page agree."""
+    import datetime as dt
+
+    from oms.lifecycle import CreateReturn, LineRequest, ReturnService, limbo
+    from oms.policy import load_policy
+    from oms.uow import unit_of_work
+    from recoup.settings import DEFAULT_POLICY_PATH
+
+    engine = _imported_engine(sqlite_template, tmp_path, simulated)
+    orders = pd.read_csv(simulated / "orders.csv", parse_dates=["placed_at"])
+    returned = set(pd.read_csv(simulated / "returns.csv")["order_id"].dropna())
+    fresh = orders[orders["channel"] == "web"].sort_values("placed_at")
+    fresh = fresh[~fresh["order_id"].isin(returned)]["order_id"].tail(2).tolist()
+    now = orders["placed_at"].max().to_pydatetime() + dt.timedelta(days=2)
+    with unit_of_work(engine) as session:
+        service = ReturnService(session, load_policy(DEFAULT_POLICY_PATH), now=lambda: now)
+        waiting, done = (
+            service.create(
+                CreateReturn(
+                    channel="mail",
+                    order_id=order_id,
+                    location_id="RC1",
+                    lines=(LineRequest(order_line_no=1, quantity=1, reason="doesnt_fit"),),
+                ),
+                "test",
+            ).return_id
+            for order_id in fresh
+        )
+        for return_id in (waiting, done):
+            service.receive(return_id, "test")
+        service.inspect(done, {1: "new"}, "test")
+        service.dispose(done, "test")
+    with unit_of_work(engine, write=False) as session:
+        api = {(i.return_id, i.line_no, i.quantity) for i in limbo(session, now)}
+    page = analytics.limbo_lines(analytics.load_inputs(engine), pd.Timestamp(now))
+    engine.dispose()
+    shown = set(zip(page["return_id"], page["line_no"], page["units"].astype(int), strict=True))
+    assert api == shown
+    assert len(api) > 20  # imported history holds lines in limbo too
+    assert (waiting, 1, 1) in api and not any(r == done for r, _, _ in api)
+
+
 def _lifecycle_inputs() -> AnalyticsInputs:
     """Returns at various stages, with the lifecycle's own columns (received_quantity, disposed_at, refunds)."""
     product = {
