@@ -132,7 +132,9 @@ class DecisionIn(_Body):
     action: Literal["authorize", "reject"] | None = Field(
         None, description="For a return pending review; default: authorize if legitimate, else reject."
     )
-    fraud_type: Annotated[str, Field(max_length=64, pattern=TEXT_PATTERN)] | None = None
+    fraud_type: Literal[enums.FRAUD_TYPES] | None = Field(  # type: ignore[valid-type]
+        None, description="Required for fraud and abuse: what happened."
+    )
     note: Note | None = None
 
 
@@ -189,6 +191,15 @@ class ExchangeOut(BaseModel):
     price_difference: Decimal
 
 
+class ReviewDecisionOut(BaseModel):
+    outcome: str
+    fraud_type: str | None
+    source: str | None = Field(description="Where the flag came from: model_flag, rule_flag, random_audit.")
+    reviewer: str | None
+    reviewed_at: dt.datetime
+    note: str | None
+
+
 class ReturnSummary(BaseModel):
     return_id: str
     rma_number: str | None
@@ -213,6 +224,9 @@ class ReturnOut(ReturnSummary):
     lines: list[ReturnLineOut]
     refunds: list[RefundOut]
     exchanges: list[ExchangeOut]
+    review: ReviewDecisionOut | None = Field(
+        None, description="The analyst's decision on this return (fraud, abuse or legitimate), if any."
+    )
     amount_due: Decimal = Field(
         Decimal("0.00"),
         description="What the customer owes for exchanges dearer than what they returned (status "

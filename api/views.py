@@ -14,9 +14,10 @@ from api.schemas import (
     ReturnLineOut,
     ReturnOut,
     ReturnSummary,
+    ReviewDecisionOut,
 )
 from oms.lifecycle import NotFoundError, amount_due, timeline
-from oms.tables import Exchange, Refund, RefundAllocation, Return, ReturnLine
+from oms.tables import Exchange, FraudReview, Refund, RefundAllocation, Return, ReturnLine
 
 
 def summary(header: Return) -> ReturnSummary:
@@ -109,6 +110,7 @@ def return_view(session: Session, return_id: str) -> ReturnOut:
             for r in refunds
         ],
         amount_due=amount_due(session, return_id),
+        review=_analyst_review(session, return_id),
         exchanges=[
             ExchangeOut(
                 line_no=e.line_no,
@@ -130,4 +132,27 @@ def return_view(session: Session, return_id: str) -> ReturnOut:
             )
             for e in events
         ],
+    )
+
+
+def _analyst_review(session: Session, return_id: str) -> ReviewDecisionOut | None:
+    """The analyst's decision (a chargeback or another later label is not one)."""
+    review = session.execute(
+        select(FraudReview)
+        .where(
+            FraudReview.return_id == return_id,
+            FraudReview.source.in_(("rule_flag", "model_flag", "random_audit")),
+        )
+        .order_by(FraudReview.reviewed_at.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if review is None:
+        return None
+    return ReviewDecisionOut(
+        outcome=review.outcome,
+        fraud_type=review.fraud_type,
+        source=review.source,
+        reviewer=review.reviewer,
+        reviewed_at=review.reviewed_at,
+        note=review.note,
     )

@@ -187,6 +187,7 @@ def decide(
     *,
     fraud_type: str | None = None,
     note: str | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """Record an analyst's decision through the lifecycle's domain service (the same one the API uses):
     the fraud_reviews row and the transition (or `reviewed` event) in one transaction."""
@@ -197,7 +198,9 @@ def decide(
         with unit_of_work(engine(url)) as session:
             service = ReturnService(session, current_policy())
             before = service.get(return_id).status
-            review = service.decide(return_id, analyst, outcome, fraud_type=fraud_type, note=note or None)
+            review = service.decide(
+                return_id, analyst, outcome, fraud_type=fraud_type, note=note or None, source=source
+            )
             after = service.get(return_id).status
             result = {
                 "return_id": return_id,

@@ -34,6 +34,17 @@ RETURN_REASONS = (
 CONDITIONS = ("new", "open_box", "used", "damaged", "defective", "wrong_item", "empty_box")
 DISPOSITIONS = ("restock", "open_box", "refurbish", "liquidate", "return_to_vendor", "donate", "recycle")
 REVIEW_OUTCOMES = ("fraud", "abuse", "legitimate")
+# what a fraud or abuse decision says happened (the data contract's `fraud_reviews.fraud_type`)
+FRAUD_TYPES = (
+    "wardrobing",
+    "serial_abuse",
+    "receiptless_stolen",
+    "empty_box",
+    "item_switching",
+    "sweethearting",
+    "ring",
+    "other",
+)
 REVIEW_SOURCES = ("rule_flag", "model_flag", "random_audit", "chargeback", "other")
 
 # Inventory buckets of the movements ledger: stock in a bucket is the sum of its movements.

@@ -919,13 +919,26 @@ class ReturnService:
         action: str | None = None,
         fraud_type: str | None = None,
         note: str | None = None,
+        source: str | None = None,
     ) -> FraudReview:
         """An analyst's decision: a label for the return and, if it is pending review, authorise or reject.
 
-        One analyst decision per return: a second one (by anyone) is refused.
+        Fraud and abuse need a `fraud_type` (`enums.FRAUD_TYPES`). `source` is where the flag came from
+        (the model's queue, a rule, the random audit); by default `model_flag` when the return was held
+        on its fraud score, else `rule_flag`. One analyst decision per return: a second one (by anyone)
+        is refused.
         """
         if outcome not in enums.REVIEW_OUTCOMES:
             raise InvalidRequestError(f"outcome {outcome!r} is not one of {', '.join(enums.REVIEW_OUTCOMES)}")
+        if outcome == "legitimate":
+            fraud_type = None
+        elif fraud_type not in enums.FRAUD_TYPES:
+            raise InvalidRequestError(
+                f"a {outcome} decision needs a fraud_type, one of {', '.join(enums.FRAUD_TYPES)}"
+                + (f" (got {fraud_type!r})" if fraud_type else "")
+            )
+        if source is not None and source not in ("rule_flag", "model_flag", "random_audit"):
+            raise InvalidRequestError(f"source {source!r} is not rule_flag, model_flag or random_audit")
         header = self.get(return_id, lock=True)
         already = self.session.execute(
             select(FraudReview.reviewer).where(
@@ -944,7 +957,7 @@ class ReturnService:
             reviewed_at=now,
             outcome=outcome,
             fraud_type=fraud_type,
-            source="model_flag" if flagged_by_model else "rule_flag",
+            source=source or ("model_flag" if flagged_by_model else "rule_flag"),
             reviewer=analyst,
             note=note,
         )

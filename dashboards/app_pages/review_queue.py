@@ -7,18 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import access, data, ui
-from dashboards.queries import DECISION_SOURCES
+from dashboards.queries import DECISION_SOURCES, FLAGGED_DECISIONS
+from oms import enums
 
-FRAUD_TYPES = (
-    "",
-    "wardrobing",
-    "serial_abuse",
-    "receiptless_stolen",
-    "item_switching",
-    "ring",
-    "sweethearting",
-    "other",
-)
+FRAUD_TYPES = ("", *enums.FRAUD_TYPES)  # the data contract's list; required for fraud and abuse
 SHOWN = 500  # rows of the queue table (the queue is sorted: the rest is further down the same order)
 
 user = access.require("review_queue")
@@ -214,9 +206,15 @@ if len(decided):
     )
 
 
-def _decide(return_id: str, outcome: str, analyst: str) -> None:
+def _decide(return_id: str, outcome: str, analyst: str, source: str) -> None:
     note = st.session_state.get("decision_note", "").strip()
     fraud_type = st.session_state.get("decision_fraud_type") or None
+    if outcome != "legitimate" and fraud_type is None:
+        st.session_state["decision_message"] = (
+            "error",
+            f"Decision not recorded: choose the fraud type of this {outcome} first.",
+        )
+        return
     try:
         result = data.decide(
             url,
@@ -225,6 +223,7 @@ def _decide(return_id: str, outcome: str, analyst: str) -> None:
             outcome,
             fraud_type=fraud_type if outcome != "legitimate" else None,
             note=note,
+            source=source,
         )
     except data.DecisionRefused as exc:
         st.session_state["decision_message"] = ("error", f"Decision not recorded: {exc}.")
@@ -242,6 +241,20 @@ def _decide(return_id: str, outcome: str, analyst: str) -> None:
     st.session_state["decision_fraud_type"] = ""
 
 
+# where the flag came from: this scorer's decision put it in the queue, or a rule held it for review
+source = "model_flag" if detail.get("score_decision") in FLAGGED_DECISIONS else "rule_flag"
+status = detail["status"]
+if status == "pending_review":
+    effect = (
+        "This return is held for review: **fraud** or **abuse** rejects it (the customer is told), "
+        "**legitimate** authorises it."
+    )
+else:
+    effect = (
+        f"This return is {status.replace('_', ' ')}: a decision records the label only, the return goes on "
+        "as it is (nothing is rejected or held)."
+    )
+st.markdown(effect)
 left, right = st.columns([1, 2])
 left.selectbox("Fraud type (fraud or abuse)", FRAUD_TYPES, key="decision_fraud_type")
 right.text_area("Note", key="decision_note", placeholder="What you checked and why you decided so")
@@ -254,12 +267,13 @@ for column, outcome, kind in zip(
         key=f"decide_{outcome}",
         type=kind,
         on_click=_decide,
-        args=(return_id, outcome, user.name),
+        args=(return_id, outcome, user.name, source),
         width="stretch",
     )
 st.caption(
-    f"Decisions are recorded as {user.name}; a pending return is authorised (legitimate) or rejected "
-    "(fraud, abuse); any other return only gets the label. One decision per return."
+    f"Decisions are recorded as {user.name}, as flagged by "
+    f"{'the model' if source == 'model_flag' else 'a rule'}; fraud and abuse need a fraud type. One "
+    "decision per return: it becomes a training label."
 )
 
 # --- the customer ------------------------------------------------------------------------------------

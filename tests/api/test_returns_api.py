@@ -133,6 +133,24 @@ def test_an_uneven_exchange_needs_stock_and_waits_for_its_payment(api: Api) -> N
     assert stock["buckets"] == {"sellable": 1, "reserved": 1}
 
 
+def test_a_decision_needs_its_fraud_type_and_shows_on_the_return_at_once(api: Api) -> None:
+    created = api.client.post("/v1/returns", json=WEB_RETURN, headers=api.headers("till")).json()
+    path = f"/v1/returns/{created['return_id']}/decision"
+    untyped = api.client.post(path, json={"outcome": "abuse"}, headers=api.headers("review"))
+    assert untyped.status_code == 422 and "needs a fraud_type, one of wardrobing" in untyped.text
+    unknown = api.client.post(
+        path, json={"outcome": "abuse", "fraud_type": "shoplifting"}, headers=api.headers("review")
+    )
+    assert unknown.status_code == 422 and "fraud_type" in unknown.text
+    decided = api.client.post(
+        path, json={"outcome": "abuse", "fraud_type": "wardrobing"}, headers=api.headers("review")
+    )
+    assert decided.status_code == 200, decided.text
+    shown = api.client.get(f"/v1/returns/{created['return_id']}", headers=api.headers("returns:read")).json()
+    assert shown["review"]["outcome"] == "abuse" and shown["review"]["fraud_type"] == "wardrobing"
+    assert shown["review"]["source"] == "rule_flag" and shown["status"] == "authorized"  # label only
+
+
 def test_idempotency_key_replays_without_a_second_effect(api: Api) -> None:
     headers = api.headers("till", **{"Idempotency-Key": "till-7-txn-1"})
     first = api.client.post("/v1/returns", json=WEB_RETURN, headers=headers)

@@ -235,6 +235,11 @@ def test_decision_writes_the_review_and_the_transition(world: World) -> None:
     at.selectbox(key="queue_return").set_value(return_id)
     run(at)
     assert metric(at, "Status") == "pending_review"
+    assert any("fraud** or **abuse** rejects it" in m.value for m in at.markdown)  # the effect, said first
+    run(at.button(key="decide_fraud").click())  # without a fraud type: refused, nothing written
+    assert any("choose the fraud type of this fraud first" in e.value for e in at.error)
+    assert not query(at_url(at), "SELECT 1 FROM fraud_reviews WHERE return_id = :r", r=return_id)
+    at.selectbox(key="queue_return").set_value(return_id)
     at.selectbox(key="decision_fraud_type").set_value("wardrobing")
     at.text_area(key="decision_note").input("worn, tags re-attached")
     run(at.button(key="decide_fraud").click())
@@ -247,7 +252,7 @@ def test_decision_writes_the_review_and_the_transition(world: World) -> None:
         r=return_id,
     )
     assert [tuple(r) for r in reviews] == [
-        ("fraud", "wardrobing", "rule_flag", "alice", "worn, tags re-attached")
+        ("fraud", "wardrobing", "model_flag", "alice", "worn, tags re-attached")  # from the model's queue
     ]
     (status,) = query(url, "SELECT status FROM returns WHERE return_id = :r", r=return_id)[0]
     assert status == "rejected"
@@ -267,6 +272,7 @@ def test_a_second_decision_on_the_same_return_is_refused(world: World) -> None:
         run(at)
     run(alice.button(key="decide_legitimate").click())
     assert any("authorized" in s.value for s in alice.success)
+    bob.selectbox(key="decision_fraud_type").set_value("empty_box")  # the contract's list
     run(bob.button(key="decide_fraud").click())  # Bob still sees the return he opened before
     assert any(f"return {return_id} was already decided by alice" in e.value for e in bob.error)
     assert not bob.success

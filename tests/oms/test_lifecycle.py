@@ -286,7 +286,11 @@ def test_velocity_sends_to_review_and_an_analyst_decides_once(
     assert second.status == "authorized" and second.rma_number
     assert (review.outcome, review.source, review.reviewer) == ("legitimate", "rule_flag", "analyst:ann")
     with pytest.raises(IllegalTransitionError, match="already decided by analyst:ann"):
-        strict.decide(second.return_id, "analyst:bob", "fraud")
+        strict.decide(second.return_id, "analyst:bob", "fraud", fraud_type="wardrobing")
+    with pytest.raises(InvalidRequestError, match="a fraud decision needs a fraud_type, one of wardrobing"):
+        strict.decide(first.return_id, "analyst:bob", "fraud")
+    with pytest.raises(InvalidRequestError, match="got 'shoplifting'"):
+        strict.decide(first.return_id, "analyst:bob", "abuse", fraud_type="shoplifting")
     assert (
         session.execute(
             select(func.count()).select_from(FraudReview).where(FraudReview.return_id == second.return_id)
