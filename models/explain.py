@@ -159,6 +159,10 @@ def _medians(frame) -> dict[str, float | None]:
     return {k: (None if v != v else float(v)) for k, v in frame.median(numeric_only=True).items()}
 
 
+# a raising reason whenever it is non-zero: an analyst must see confirmed fraud in the customer's past
+ALWAYS_SAID = ("cust_prior_fraud", "cust_linked_fraud")
+
+
 def reason_codes(
     features: list[str],
     values: np.ndarray,
@@ -185,10 +189,18 @@ def reason_codes(
     found = (by_group or {}).get(f"{channel}|{kind}")
     comparable = describe_group(channel, kind) if found else "all returns"
     medians = found or typical
+    chosen = [index for index in order[:top] if sign * parts[index] > 0]
+    if direction == UP:  # confirmed fraud before is always said, wherever it ranks
+        chosen += [
+            features.index(name)
+            for name in ALWAYS_SAID
+            if name in row
+            and row[name] > 0
+            and parts[features.index(name)] > 0
+            and features.index(name) not in chosen
+        ]
     reasons = []
-    for index in order[:top]:
-        if sign * parts[index] <= 0:
-            break
+    for index in chosen:
         name = features[index]
         value = float(values[index])
         usual = medians.get(name)

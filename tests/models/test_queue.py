@@ -133,3 +133,16 @@ def test_a_few_audits_without_fraud_do_not_say_the_unflagged_hold_none() -> None
     assert shrunk > plain and shrunk < 1.0
     # with every audit the estimate is about the truth, whatever the prior
     assert abs(population_rate(holdout, population) - truth) < 0.2 * truth
+
+
+def test_confirmed_fraud_before_is_always_among_the_reasons() -> None:
+    from models.explain import reason_codes
+
+    features = ["return_value", "receiptless", "cust_returns_30d", "refund_cash", "cust_prior_fraud"]
+    values = np.array([250.0, 1.0, 4.0, 1.0, 2.0])
+    contributions = np.array([0.9, 0.8, 0.7, 0.6, 0.05, -2.0])  # the prior fraud ranks last
+    reasons = reason_codes(features, values, contributions, {}, top=3)
+    assert [r["feature"] for r in reasons] == [*features[:3], "cust_prior_fraud"]
+    assert "2 earlier returns of this customer were decided fraud or abuse" in reasons[-1]["text"]
+    none_before = reason_codes(features, np.array([250.0, 1.0, 4.0, 1.0, 0.0]), contributions, {}, top=3)
+    assert [r["feature"] for r in none_before] == features[:3]
