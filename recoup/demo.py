@@ -80,8 +80,9 @@ def _data(console: Console, data: str, customers: int) -> tuple[Path, str]:
         return directory, "2010-12-01"
     from simulator.retailer import SimulationConfig, simulate
 
-    today = dt.date.today()
-    start = (pd.Timestamp(today) - pd.DateOffset(months=MONTHS)).date().replace(day=1)
+    today = dt.datetime.now(dt.UTC).date()
+    # the history ends today (00:00 UTC), as the README and every page say, not at the start of the month
+    start = (pd.Timestamp(today) - pd.DateOffset(months=MONTHS)).date()
     directory = settings.data_dir / "simulated"
     console.print(
         f"[bold]1/4[/] simulating a retailer: {customers:,} customers, {start} .. {today}, into {directory}"
@@ -93,7 +94,7 @@ def _data(console: Console, data: str, customers: int) -> tuple[Path, str]:
         f"{figures['return_rate_by_value']:.1%}, fraud+abuse {figures['fraud_abuse_share_of_returns']:.1%} of returns "
         f"({result.seconds:.1f} s)"
     )
-    return directory, start.isoformat()
+    return directory, start.replace(day=1).isoformat()  # the first monthly partition holds its start
 
 
 def _dagster_home(var: Path) -> Path:
