@@ -14,6 +14,7 @@ AUTO_DRIFT_RETURNS = (
     50_000  # above this many returns feature drift is computed on request (it recomputes features)
 )
 SCORE_BINS_SHOWN = 20
+SAMPLE_MIN = 100  # figures on fewer labelled returns are flagged as rough
 METRICS = {
     "average_precision": "average precision",
     "roc_auc": "ROC AUC",
@@ -73,11 +74,19 @@ else:
         f"{metrics.get('model_reviews_average_precision', float('nan')):.3f}",
         delta=f"{metrics.get('model_reviews_average_precision', 0) - metrics.get('rules_reviews_average_precision', 0):+.3f} vs rules",
     )
+    audited = int(metrics.get("model_audit_labelled", 0) or 0)
+    few = f"on {audited:,} audited returns" + (": rough, fewer than 100" if audited < SAMPLE_MIN else "")
     cells[1].metric(
-        "Average precision (audit)", f"{metrics.get('model_audit_average_precision', float('nan')):.3f}"
+        "Average precision (audit)",
+        f"{metrics.get('model_audit_average_precision', float('nan')):.3f}",
+        delta=few,
+        delta_color="off",
     )
     cells[2].metric(
-        "Precision at capacity (audit)", ui.percent(metrics.get("model_audit_precision_at_capacity"))
+        "Precision at capacity (audit)",
+        ui.percent(metrics.get("model_audit_precision_at_capacity")),
+        delta=few,
+        delta_color="off",
     )
     cells[3].metric(
         "Fraud value caught at capacity (reviews)",
@@ -89,8 +98,16 @@ else:
             row = {"scorer": scorer if scorer != "champion" else "previous champion", "holdout": subset}
             row.update({label: metrics.get(f"{scorer}_{subset}_{key}") for key, label in METRICS.items()})
             if any(v is not None for k, v in row.items() if k not in ("scorer", "holdout")):
+                row["labelled returns"] = int(metrics.get(f"{scorer}_{subset}_labelled", 0) or 0)
+                row["of them fraud or abuse"] = int(metrics.get(f"{scorer}_{subset}_positives", 0) or 0)
                 rows.append(row)
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="models_metrics")
+    thin = sorted({r["holdout"] for r in rows if r["labelled returns"] < SAMPLE_MIN})
+    if thin:
+        st.caption(
+            f"Figures on fewer than {SAMPLE_MIN} labelled returns ({', '.join(thin)}) are rough: a few "
+            "returns more or less would move them a lot. The re-weighted intervals below say how much."
+        )
     intervals = [
         {
             "scorer": {

@@ -362,6 +362,11 @@ def test_operations_location_filter() -> None:
 def test_models_page_shows_the_champion_drift_and_backtest() -> None:
     at = open_app(ALICE, "models")
     assert 0 < number(at, "Average precision (reviews)") <= 1
+    metrics = table(at, "labelled returns")
+    assert (metrics["labelled returns"] > 0).all()  # every figure says its sample size
+    audit = metrics[metrics["holdout"] == "audit"]["labelled returns"].iloc[0]
+    rough = any("are rough" in c.value for c in at.caption)
+    assert rough == bool((metrics["labelled returns"] < 100).any()), (audit, rough)
     assert "champion" in " ".join(c.value for c in at.caption) or at.metric
     assert number(at, "Shifted features") + number(at, "Moderate") + number(at, "Stable") > 50
     # the queue the champion fills at the policy's thresholds, sized to the team
