@@ -43,11 +43,14 @@ def _return(client: httpx.Client, order_id: str) -> None:
 
 def _skew_after(env: dict[str, str], served: int, deadline: float) -> subprocess.CompletedProcess[str]:
     """`recoup skew` once the serving log holds `served` returns (it is written in the background)."""
-    while True:
-        done = recoup("skew", env=env)
-        if f"on {served:,} served returns" in done.stdout + done.stderr or time.monotonic() > deadline:
-            return done
-        time.sleep(0.5)
+    database = env["RECOUP_DATABASE_URL"].removeprefix("sqlite:///")
+    while time.monotonic() < deadline:
+        with sqlite3.connect(database) as db:
+            logged = db.execute("SELECT count(*) FROM serving_log WHERE return_id IS NOT NULL").fetchone()[0]
+        if logged >= served:
+            break
+        time.sleep(0.2)
+    return recoup("skew", env=env)
 
 
 def test_the_documented_route_serves_the_features_training_computed(tmp_path: Path) -> None:
