@@ -16,8 +16,8 @@ from api.schemas import (
     ReturnSummary,
     ReviewDecisionOut,
 )
-from oms.lifecycle import NotFoundError, amount_due, timeline
-from oms.tables import Exchange, FraudReview, Refund, RefundAllocation, Return, ReturnLine
+from oms.lifecycle import NotFoundError, amount_due, analyst_review, timeline
+from oms.tables import Exchange, Refund, RefundAllocation, Return, ReturnLine
 
 
 def summary(header: Return) -> ReturnSummary:
@@ -136,16 +136,7 @@ def return_view(session: Session, return_id: str) -> ReturnOut:
 
 
 def _analyst_review(session: Session, return_id: str) -> ReviewDecisionOut | None:
-    """The analyst's decision (a chargeback or another later label is not one)."""
-    review = session.execute(
-        select(FraudReview)
-        .where(
-            FraudReview.return_id == return_id,
-            FraudReview.source.in_(("rule_flag", "model_flag", "random_audit")),
-        )
-        .order_by(FraudReview.reviewed_at.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+    review = analyst_review(session, return_id)
     if review is None:
         return None
     return ReviewDecisionOut(

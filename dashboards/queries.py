@@ -14,11 +14,12 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, inspect, text
 
+from oms import enums
 from oms.frames import plain_rows
 
 POSITIVE = ("fraud", "abuse")
 # Reviews that count as a loss-prevention decision: `ReturnService.decide` refuses a second one.
-DECISION_SOURCES = ("rule_flag", "model_flag", "random_audit")
+DECISION_SOURCES = enums.ANALYST_SOURCES
 NOT_RETURNED = ("rejected", "cancelled", "expired")
 FLAGGED_DECISIONS = ("review", "deny")  # the scorer's decision at the policy (the queue's cut applied)
 # a return in these states has nothing left to act on: the queue leaves it out

@@ -380,8 +380,7 @@ def selection_weights(holdout: pd.DataFrame, population: pd.DataFrame) -> np.nda
     retailer). A stratum without audits weighs its reviews by its size."""
     strata = pd.Series(rule_strata(holdout), index=holdout.index)
     everyone = pd.Series(rule_strata(population)).value_counts()
-    source = holdout["source"] if "source" in holdout else pd.Series("rule_flag", index=holdout.index)
-    audit = (source == "random_audit").to_numpy()
+    audit = (holdout["source"] == "random_audit").to_numpy()
     chosen_flagged = int(((strata >= 1).to_numpy() & ~audit).sum())
     flagged_population = int(everyone[everyone.index >= 1].sum())
     q = min(chosen_flagged / flagged_population, 1.0) if flagged_population and chosen_flagged else None

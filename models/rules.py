@@ -137,7 +137,7 @@ def fit_rules(
     """The rules weighted by the labels: a logistic fit of the label on the rules hit, over every labelled
     return, re-weighted by inverse propensity (the rules chose most reviews); weights clipped at 0, and
     the base set so that the mean score over every return is the fraud rate the reviews estimate (each
-    standing for the returns of its selection channel: `selection_weights`). With fewer than
+    standing for the returns of its selection channel: `population_rate`). With fewer than
     `MIN_LABELS` labels (`MIN_CLASS` of each class) the prior weights stand."""
     labels = labels_as_of(reviews, pd.Timestamp.max.tz_localize("UTC"), positive)
     labels = labels[labels["source"] != "chargeback"]
@@ -152,9 +152,8 @@ def fit_rules(
             rule: float(max(weight, 0.0)) for rule, weight in zip(LEGACY_RULES, fit.coef_[0], strict=True)
         }
         rate = population_rate(labelled, features)
-        scorer.base = 0.0
-        raw = scorer.raw(scorer.matrix(features))
-        scorer.base = level_shift(raw, float(np.clip(rate, SCORE_FLOOR, SCORE_CEILING)))
+        without_base = scorer.raw(scorer.matrix(features)) - scorer.base
+        scorer.base = level_shift(without_base, float(np.clip(rate, SCORE_FLOOR, SCORE_CEILING)))
         scorer.fitted = True
     if len(features):  # how its scores fall on recent returns, for the review queue's cut
         recent = features[features["requested_at"] >= features["requested_at"].max() - RECENT]

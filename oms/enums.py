@@ -46,6 +46,8 @@ FRAUD_TYPES = (
     "other",
 )
 REVIEW_SOURCES = ("rule_flag", "model_flag", "random_audit", "chargeback", "other")
+# the sources of an analyst's decision (one per return); a chargeback or another later label is not one
+ANALYST_SOURCES = ("rule_flag", "model_flag", "random_audit")
 
 # Inventory buckets of the movements ledger: stock in a bucket is the sum of its movements.
 INVENTORY_BUCKETS = ("sellable", "returns_pending", "refurbishment", "reserved", "disposed")

@@ -937,18 +937,13 @@ class ReturnService:
                 f"a {outcome} decision needs a fraud_type, one of {', '.join(enums.FRAUD_TYPES)}"
                 + (f" (got {fraud_type!r})" if fraud_type else "")
             )
-        if source is not None and source not in ("rule_flag", "model_flag", "random_audit"):
-            raise InvalidRequestError(f"source {source!r} is not rule_flag, model_flag or random_audit")
+        if source is not None and source not in enums.ANALYST_SOURCES:
+            raise InvalidRequestError(f"source {source!r} is not one of {', '.join(enums.ANALYST_SOURCES)}")
         header = self.get(return_id, lock=True)
-        already = self.session.execute(
-            select(FraudReview.reviewer).where(
-                FraudReview.return_id == return_id,
-                FraudReview.source.in_(("rule_flag", "model_flag", "random_audit")),
-            )
-        ).first()
+        already = analyst_review(self.session, return_id)
         if already is not None:
             raise IllegalTransitionError(
-                f"return {return_id} was already decided by {already[0] or 'an analyst'}"
+                f"return {return_id} was already decided by {already.reviewer or 'an analyst'}"
             )
         now = self.now()
         flagged_by_model = any(r.get("code") == "fraud_score" for r in (header.decision_reasons or []))
@@ -1343,6 +1338,16 @@ class ReturnService:
 
 
 # --- queries -------------------------------------------------------------------------------------
+
+
+def analyst_review(session: Session, return_id: str) -> FraudReview | None:
+    """The analyst's decision on a return (`enums.ANALYST_SOURCES`; a chargeback is not one), if any."""
+    return session.execute(
+        select(FraudReview)
+        .where(FraudReview.return_id == return_id, FraudReview.source.in_(enums.ANALYST_SOURCES))
+        .order_by(FraudReview.reviewed_at.desc())
+        .limit(1)
+    ).scalar_one_or_none()
 
 
 def amount_due(session: Session, return_id: str) -> Decimal:

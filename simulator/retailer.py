@@ -110,16 +110,8 @@ SEGMENTS = (
     "ring",  # fraud: accounts sharing cards, devices, addresses
     "accomplice",  # fraud: refunds through a sweethearting employee
 )
-TYPOLOGIES = (
-    "none",
-    "wardrobing",
-    "serial_abuse",
-    "receiptless_stolen",
-    "empty_box",
-    "item_switching",
-    "sweethearting",
-    "ring",
-)
+# the data contract's fraud types (what an analyst records), less "other"; codes are positions here
+TYPOLOGIES = ("none", *(kind for kind in enums.FRAUD_TYPES if kind != "other"))
 TYPOLOGY_LABEL = {
     "none": "legitimate",
     "wardrobing": "abuse",

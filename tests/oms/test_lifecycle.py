@@ -426,23 +426,28 @@ def test_infeasible_disposition_is_refused(service: ReturnService) -> None:
     assert events[-2].payload["suspicious_lines"] == [1]
 
 
-def test_even_exchange_reserves_the_replacement_at_no_charge(
-    service: ReturnService, session: Session
-) -> None:
-    count_stock(session, "S1", "TEE-L", 3)
-    request = CreateReturn(
+def _till_exchange(replacement: str, reason: str = "doesnt_fit", refund_now: bool = False) -> CreateReturn:
+    """The first line of store order S-2001 exchanged at the till (S1) for `replacement`."""
+    return CreateReturn(
         channel="store",
         order_id="S-2001",
         location_id="S1",
         refund_method="exchange",
         lines=(
             LineRequest(
-                order_line_no=1, quantity=1, reason="doesnt_fit", condition="new", replacement_sku="TEE-L"
+                order_line_no=1, quantity=1, reason=reason, condition="new", replacement_sku=replacement
             ),
         ),
         receive_now=True,
-        refund_now=True,
+        refund_now=refund_now,
     )
+
+
+def test_even_exchange_reserves_the_replacement_at_no_charge(
+    service: ReturnService, session: Session
+) -> None:
+    count_stock(session, "S1", "TEE-L", 3)
+    request = _till_exchange("TEE-L", refund_now=True)
     header = service.create(request, "till")
     exchange = session.execute(select(Exchange).where(Exchange.return_id == header.return_id)).scalar_one()
     assert exchange.even and exchange.price_difference == Decimal("0.00")
@@ -460,22 +465,7 @@ def test_even_exchange_reserves_the_replacement_at_no_charge(
 def test_uneven_exchange_settles_the_difference_at_todays_price(
     service: ReturnService, session: Session
 ) -> None:
-    request = CreateReturn(
-        channel="store",
-        order_id="S-2001",
-        location_id="S1",
-        refund_method="exchange",
-        lines=(
-            LineRequest(
-                order_line_no=1,
-                quantity=1,
-                reason="changed_mind",
-                condition="new",
-                replacement_sku="HOODIE-M",
-            ),
-        ),
-        receive_now=True,
-    )
+    request = _till_exchange("HOODIE-M", reason="changed_mind")
     count_stock(session, "S1", "HOODIE-M", 1)
     header = service.create(request, "till")
     exchange = session.execute(select(Exchange).where(Exchange.return_id == header.return_id)).scalar_one()
@@ -501,18 +491,7 @@ def test_uneven_exchange_settles_the_difference_at_todays_price(
 def test_an_exchange_takes_what_the_location_has_and_says_so_when_short(
     service: ReturnService, session: Session
 ) -> None:
-    request = CreateReturn(
-        channel="store",
-        order_id="S-2001",
-        location_id="S1",
-        refund_method="exchange",
-        lines=(
-            LineRequest(
-                order_line_no=1, quantity=1, reason="doesnt_fit", condition="new", replacement_sku="TEE-L"
-            ),
-        ),
-        receive_now=True,
-    )
+    request = _till_exchange("TEE-L")
     with pytest.raises(
         InsufficientStockError, match="location S1 has 0 sellable unit\\(s\\) of TEE-L; the exchange needs 1"
     ):
