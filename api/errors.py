@@ -17,6 +17,7 @@ from oms.lifecycle import (
     InsufficientStockError,
     InvalidRequestError,
     NotFoundError,
+    RefundHeldError,
 )
 from oms.refunds import RefundError
 from oms.uow import CommitUnknownError, is_disconnect
@@ -34,6 +35,7 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (CommitUnknownError, 503, "commit_unknown"),
     (NotFoundError, 404, "not_found"),
     (NotDocumentedError, 404, "not_found"),
+    (RefundHeldError, 409, "refund_held"),
     (IllegalTransitionError, 409, "illegal_transition"),
     (InsufficientStockError, 409, "insufficient_stock"),
     (ConflictError, 409, "conflict"),

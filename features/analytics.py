@@ -112,7 +112,16 @@ INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
     "locations": ("location_id", "kind", "name"),
     "orders": ("order_id", "channel", "location_id", "placed_at"),
     "order_lines": ("order_id", "line_no", "sku", "quantity", "unit_price", "discount"),
-    "returns": ("return_id", "order_id", "channel", "location_id", "requested_at", "received_at", "status"),
+    "returns": (
+        "return_id",
+        "order_id",
+        "channel",
+        "location_id",
+        "requested_at",
+        "received_at",
+        "status",
+        "refunded_at",
+    ),
     "return_lines": (
         "return_id",
         "line_no",
@@ -1017,19 +1026,28 @@ def _disposition_mix(received: pd.DataFrame, as_of: pd.Timestamp, period: str) -
 def cycle_times(inputs: AnalyticsInputs, as_of: object = None, period: str = "month") -> pd.DataFrame:
     """Days between lifecycle events, as percentiles per stage, return channel and period of the end event.
 
-    Stages: request_to_receipt (returns.requested_at -> received_at, also in imported history),
-    receipt_to_disposition and request_to_disposition (-> return_lines.disposed_at, per line),
-    request_to_refund and receipt_to_refund (-> the return's first refunds.created_at). Only completed
+    Stages: request_to_receipt (returns.requested_at -> received_at), receipt_to_disposition and
+    request_to_disposition (-> return_lines.disposed_at, per line), request_to_refund and
+    receipt_to_refund (-> the return's first refunds.created_at, else returns.refunded_at): the lifecycle
+    records each end event, and imported files may carry them (optional contract columns). Only completed
     intervals (end event by `as_of`) count; work still open is in limbo. Channel and period "all" are
     the totals; a stage without data (e.g. no disposal times in imported history) has one row with
     observations 0. Columns: see `analytics_cycle_time` in `build_all`.
     """
     as_of = resolve_as_of(inputs, as_of)
-    returns = _eligible_returns(inputs, as_of)[["return_id", "channel", "requested_at", "received_at"]]
+    eligible = _eligible_returns(inputs, as_of)
+    returns = eligible[["return_id", "channel", "requested_at", "received_at"]]
     lines = inputs.return_lines[["return_id", "disposed_at"]].merge(returns, on="return_id", how="inner")
+    # the refund's time: the lifecycle's first refund, else what an imported file carried
     refunds = inputs.refunds[(inputs.refunds["created_at"] <= as_of).to_numpy()]
-    first_refund = refunds.groupby("return_id")["created_at"].min().rename("refunded_at")
-    refunded = returns.merge(first_refund, left_on="return_id", right_index=True, how="inner")
+    first_refund = refunds.groupby("return_id")["created_at"].min()
+    refunded_at = (
+        eligible.set_index("return_id")["refunded_at"]
+        if "refunded_at" in eligible
+        else pd.Series(pd.NaT, index=pd.Index(eligible["return_id"]), dtype="datetime64[us, UTC]")
+    )
+    refunded_at = first_refund.reindex(refunded_at.index).fillna(refunded_at).rename("refunded_at")
+    refunded = returns.merge(refunded_at.dropna(), left_on="return_id", right_index=True, how="inner")
     spans = [
         ("request_to_receipt", returns, "requested_at", "received_at"),
         ("receipt_to_disposition", lines, "received_at", "disposed_at"),

@@ -38,8 +38,9 @@ from models.evaluation import (
 )
 from models.explain import typical_by_group
 from models.native import RowPredictor
+from oms import enums
 
-POSITIVE = ("fraud", "abuse")
+POSITIVE = enums.FRAUD_OUTCOMES
 SEED = 42
 
 DEFAULT_PARAMS: dict[str, Any] = {

@@ -177,6 +177,7 @@ RETURNS = FileSpec(
         _id("employee_id"),
         _enum("status", enums.RETURN_STATUSES),
         _enum("refund_method", enums.REFUND_METHODS),
+        Column("refunded_at", "timestamp"),
     ),
     key=("return_id",),
     references=(
@@ -199,6 +200,7 @@ RETURN_LINES = FileSpec(
         _enum("disposition", enums.DISPOSITIONS),
         Column("refund_amount", "money"),
         Column("recovery_value", "signed_money"),
+        Column("disposed_at", "timestamp"),
     ),
     key=("return_id", "line_no"),
     references=(

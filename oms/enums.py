@@ -20,6 +20,8 @@ RETURN_STATUSES = (
 )
 # statuses of a return that no longer holds its units (they can be returned again)
 CLOSED_STATUSES = ("rejected", "cancelled", "expired")
+# statuses of a return whose refund is still to come: a fraud or abuse decision holds it
+REFUND_TO_COME = ("requested", "authorized", "received", "awaiting_payment", "inspected")
 REFUND_METHODS = ("original_tender", "store_credit", "exchange", "cash")
 RETURN_REASONS = (
     "changed_mind",
@@ -34,6 +36,7 @@ RETURN_REASONS = (
 CONDITIONS = ("new", "open_box", "used", "damaged", "defective", "wrong_item", "empty_box")
 DISPOSITIONS = ("restock", "open_box", "refurbish", "liquidate", "return_to_vendor", "donate", "recycle")
 REVIEW_OUTCOMES = ("fraud", "abuse", "legitimate")
+FRAUD_OUTCOMES = ("fraud", "abuse")  # the outcomes that are losses: labels 1, refunds held
 # what a fraud or abuse decision says happened (the data contract's `fraud_reviews.fraud_type`)
 FRAUD_TYPES = (
     "wardrobing",

@@ -846,6 +846,9 @@ class _Load:
             )
             early = (received < frame["requested_at"]).fillna(False)
             problems.add_rows(early, rows, "received_at", lambda i: "is before requested_at")
+            if "refunded_at" in frame:
+                early = (frame["refunded_at"] < frame["requested_at"]).fillna(False)
+                problems.add_rows(early, rows, "refunded_at", lambda i: "is before requested_at")
             # History without a status: received returns are 'received', the others 'authorized'.
             derived = pd.Series(np.where(received.notna(), "received", "authorized"), index=frame.index)
             status = (

@@ -106,6 +106,10 @@ class IllegalTransitionError(LifecycleError):
     """The command is not allowed in the return's current state."""
 
 
+class RefundHeldError(IllegalTransitionError):
+    """An analyst decided the return fraud or abuse: its refund is held (loss prevention settles it)."""
+
+
 class ConflictError(LifecycleError):
     """Another change to the same return won the race; re-read and retry if still wanted."""
 
@@ -624,19 +628,19 @@ class ReturnService:
         unknown = set(quantities) - {line.line_no for line in lines}
         if unknown:
             raise InvalidRequestError(f"return {return_id} has no line(s) {sorted(unknown)}")
-        received_any = False
-        for line in lines:
-            quantity = quantities.get(line.line_no, line.quantity)
-            if not 0 <= quantity <= line.quantity:
+        arrived = {line.line_no: quantities.get(line.line_no, line.quantity) for line in lines}
+        for line in lines:  # every check before any change: a refused receipt leaves nothing behind
+            if not 0 <= arrived[line.line_no] <= line.quantity:
                 raise InvalidRequestError(
-                    f"line {line.line_no}: received {quantity} of {line.quantity} unit(s)"
+                    f"line {line.line_no}: received {arrived[line.line_no]} of {line.quantity} unit(s)"
                 )
+        if not any(arrived.values()):
+            raise InvalidRequestError("nothing was received: cancel the return instead")
+        for line in lines:
+            quantity = arrived[line.line_no]
             line.received_quantity = quantity
             if quantity:
-                received_any = True
                 self._movement(location, line.sku, "returns_pending", quantity, "return_received", line, now)
-        if not received_any:
-            raise InvalidRequestError("nothing was received: cancel the return instead")
         header.received_at = now
         header.location_id = location
         self._move(
@@ -784,8 +788,14 @@ class ReturnService:
         if (
             self.session.execute(select(Refund.refund_id).where(Refund.return_id == return_id)).first()
             is not None
-        ):
+        ) or header.refunded_at is not None:
             raise IllegalTransitionError(f"return {return_id} was already refunded")
+        review = analyst_review(self.session, return_id)
+        if review is not None and review.outcome in enums.FRAUD_OUTCOMES:
+            raise RefundHeldError(
+                f"the refund of return {return_id} is held: {review.reviewer or 'an analyst'} decided it "
+                f"{review.outcome} ({review.fraud_type or 'no type'}) on {review.reviewed_at:%Y-%m-%d}"
+            )
         now = self.now()
         lines = [line for line in self.lines(return_id) if line.received_quantity]
         refund_lines = [line for line in lines if line.replacement_sku is None]
@@ -891,6 +901,7 @@ class ReturnService:
             ],
             "loyalty_points_clawback": points,
         }
+        header.refunded_at = now
         self._event(header, "refunded", header.status, header.status, actor, payload)
         if total > 0:
             self._notify(header, "refund_issued", payload)

@@ -194,6 +194,7 @@ class Return(Base):
     employee_id: Mapped[str | None]
     status: Mapped[str] = mapped_column(String(16))
     refund_method: Mapped[str | None] = mapped_column(String(16))
+    refunded_at: Mapped[dt.datetime | None]  # when the refund was issued (the lifecycle's, or imported)
     # Lifecycle bookkeeping, not part of the import contract.
     rma_number: Mapped[str | None] = mapped_column(String(32), unique=True)
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")

@@ -1134,6 +1134,17 @@ class _Retailer:
         chosen = np.where(feasible[np.arange(len(chosen)), chosen], chosen, static)
         disposed = np.asarray(status == "completed")[ret_of_line]
         recovery = value_truth["value"][np.arange(len(chosen)), chosen]
+        # when completed returns were refunded and their lines disposed (within the 4 days "completed"
+        # takes): a till refunds at receipt, the returns centre after inspection. A generator of its own,
+        # so the rest of the history stays what it was for a seed.
+        timing = np.random.default_rng((self.config.seed, 1129))
+        done = status == "completed"
+        refund_delay = np.where(
+            in_store, timing.uniform(0, 120, n_ret), timing.uniform(0.3, 3.5, n_ret) * 86400
+        )
+        refunded_at = np.where(done, received + refund_delay.astype("timedelta64[s]"), np.datetime64("NaT"))
+        dispose_delay = (timing.uniform(0.5, 3.9, len(ret_of_line)) * 86400).astype("timedelta64[s]")
+        disposed_at = np.where(disposed, received[ret_of_line] + dispose_delay, np.datetime64("NaT"))
         self.returns_frame = pd.DataFrame(
             {
                 "return_id": _ids("R", n_ret, 7),
@@ -1148,6 +1159,7 @@ class _Retailer:
                 "employee_id": employee,
                 "status": status,
                 "refund_method": method,
+                "refunded_at": _iso(refunded_at),
             }
         )
         ret_ids = self.returns_frame["return_id"].to_numpy()
@@ -1164,6 +1176,7 @@ class _Retailer:
                 "disposition": np.where(disposed, np.array(enums.DISPOSITIONS, dtype=object)[chosen], None),
                 "refund_amount": np.where(rejected_line, None, _money(refund)),
                 "recovery_value": np.where(disposed, _money(recovery), None),
+                "disposed_at": _iso(disposed_at),
             }
         )
         self.return_lines_frame["order_line_no"] = self.return_lines_frame["order_line_no"].astype("Int64")

@@ -175,7 +175,9 @@ def return_scores(
 def merchandising_analytics(database: DatabaseResource) -> dg.MaterializeResult:
     """Return rates with abnormal items, size curves, limbo ageing, dispositions, cycle times, BORIS."""
     inputs = analytics.load_inputs(database.engine)
-    tables = analytics.build_all(inputs)
+    # computed now: limbo ages and sale maturity count from this run, even when the history ended earlier
+    as_of = max(pd.Timestamp.now(tz="UTC"), analytics.resolve_as_of(inputs))
+    tables = analytics.build_all(inputs, as_of)
     analytics.write_all(database.engine, tables)
     return dg.MaterializeResult(metadata={name: len(frame) for name, frame in tables.items()})
 

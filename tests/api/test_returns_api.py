@@ -148,7 +148,14 @@ def test_a_decision_needs_its_fraud_type_and_shows_on_the_return_at_once(api: Ap
     assert decided.status_code == 200, decided.text
     shown = api.client.get(f"/v1/returns/{created['return_id']}", headers=api.headers("returns:read")).json()
     assert shown["review"]["outcome"] == "abuse" and shown["review"]["fraud_type"] == "wardrobing"
-    assert shown["review"]["source"] == "rule_flag" and shown["status"] == "authorized"  # label only
+    assert shown["review"]["source"] == "rule_flag" and shown["status"] == "authorized"
+    # the goods may still come back, but the refund is held
+    return_id = created["return_id"]
+    received = api.client.post(f"/v1/returns/{return_id}/receive", json={}, headers=api.headers("till"))
+    assert received.status_code == 200, received.text
+    refund = api.client.post(f"/v1/returns/{return_id}/refund", json={}, headers=api.headers("till"))
+    assert refund.status_code == 409 and refund.json()["error"]["code"] == "refund_held", refund.text
+    assert "decided it abuse (wardrobing)" in refund.json()["error"]["message"]
 
 
 def test_idempotency_key_replays_without_a_second_effect(api: Api) -> None:

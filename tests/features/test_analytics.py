@@ -7,6 +7,7 @@ cover what imported history cannot hold (disposal and refund times, exchanges).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -53,7 +54,13 @@ def files(simulated: Path) -> dict[str, pd.DataFrame]:
     """The CSV files as plain pandas, with timestamps parsed (the independent side of the checks)."""
     frames = {path.stem: pd.read_csv(path) for path in simulated.glob("*.csv")}
     frames["styles"] = pd.read_csv(simulated / "_truth" / "styles.csv")
-    for name, column in (("orders", "placed_at"), ("returns", "requested_at"), ("returns", "received_at")):
+    for name, column in (
+        ("orders", "placed_at"),
+        ("returns", "requested_at"),
+        ("returns", "received_at"),
+        ("returns", "refunded_at"),
+        ("return_lines", "disposed_at"),
+    ):
         frames[name][column] = pd.to_datetime(frames[name][column], utc=True)
     return frames
 
@@ -649,7 +656,7 @@ def test_cycle_times_use_the_lifecycle_timestamps() -> None:
 
 
 def test_cycle_time_matches_numpy_percentiles(
-    tables: dict[str, pd.DataFrame], files: dict[str, pd.DataFrame]
+    tables: dict[str, pd.DataFrame], files: dict[str, pd.DataFrame], inputs: AnalyticsInputs
 ) -> None:
     returns = files["returns"]
     received = returns[(returns["status"] != "rejected") & returns["received_at"].notna()]
@@ -661,9 +668,38 @@ def test_cycle_time_matches_numpy_percentiles(
     assert row["observations"].item() == len(days)
     for q, column in ((0.5, "p50_days"), (0.9, "p90_days"), (0.95, "p95_days")):
         assert row[column].item() == pytest.approx(np.quantile(days, q), rel=1e-9)
-    # the simulator's history has no disposal or refund times: those stages are present and empty
-    empty = cycle[(cycle["stage"] == "receipt_to_disposition")]
-    assert empty["observations"].tolist() == [0]
+    # the history carries refund and disposal times (optional contract columns): those stages too
+    refunded = received[received["refunded_at"].notna()]
+    assert len(refunded) > 100
+    to_refund = (refunded["refunded_at"] - refunded["received_at"]).dt.total_seconds() / 86400
+    row = cycle[
+        (cycle["stage"] == "receipt_to_refund") & (cycle["channel"] == "all") & (cycle["period"] == "all")
+    ]
+    assert row["observations"].item() == len(to_refund)
+    assert row["p90_days"].item() == pytest.approx(np.quantile(to_refund, 0.9), rel=1e-9)
+    lines = files["return_lines"].merge(received[["return_id", "received_at"]], on="return_id")
+    lines = lines[lines["disposed_at"].notna()]
+    row = cycle[
+        (cycle["stage"] == "receipt_to_disposition")
+        & (cycle["channel"] == "all")
+        & (cycle["period"] == "all")
+    ]
+    assert row["observations"].item() == len(lines) > 100
+
+    # without those times (an export that lacks the columns) the stages are present and empty
+    def never(frame: pd.DataFrame) -> pd.Series:
+        return pd.Series(pd.NaT, index=frame.index, dtype="datetime64[us, UTC]")
+
+    bare = dataclasses.replace(
+        inputs,
+        returns=inputs.returns.assign(refunded_at=never),
+        return_lines=inputs.return_lines.assign(disposed_at=never),
+    )
+    empty = analytics.cycle_times(bare)
+    empty = empty[(empty["channel"] == "all") & (empty["period"] == "all")].set_index("stage")
+    assert empty.loc["receipt_to_disposition", "observations"] == 0
+    assert empty.loc["receipt_to_refund", "observations"] == 0
+    assert empty.loc["request_to_receipt", "observations"] == len(days)
 
 
 def test_disposition_mix_sums_to_the_disposed_units(

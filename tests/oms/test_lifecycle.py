@@ -20,6 +20,7 @@ from oms.lifecycle import (
     InsufficientStockError,
     InvalidRequestError,
     LineRequest,
+    RefundHeldError,
     ReturnService,
     amount_due,
     count_stock,
@@ -310,6 +311,27 @@ def test_an_analyst_can_reject_a_held_return(service: ReturnService, session: Se
     )
     assert header.status == "rejected"
     assert _outbox(session, header.return_id) == ["return_pending_review", "return_rejected"]
+
+
+def test_fraud_decided_on_an_authorised_return_holds_its_refund(
+    service: ReturnService, session: Session
+) -> None:
+    header = service.create(_web_return(), "till:1")
+    assert header.status == "authorized"
+    service.decide(header.return_id, "analyst:ann", "fraud", fraud_type="empty_box", source="random_audit")
+    assert header.status == "authorized"  # the label is recorded; the goods may still come back
+    service.receive(header.return_id, "warehouse:7")
+    with pytest.raises(
+        RefundHeldError, match=r"refund of return .* is held: analyst:ann decided it fraud \(empty_box\)"
+    ):
+        service.refund(header.return_id, "finance")
+    assert session.execute(select(func.count()).select_from(Refund)).scalar_one() == 0
+    assert header.status == "received"
+    # a legitimate decision holds nothing
+    other = service.create(_mugs(1), "till:1")
+    service.decide(other.return_id, "analyst:ann", "legitimate")
+    service.receive(other.return_id, "warehouse:7")
+    assert service.refund(other.return_id, "finance").amount > 0
 
 
 def test_units_cannot_be_returned_twice(service: ReturnService) -> None:
