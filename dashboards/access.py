@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -47,6 +48,9 @@ PAGES = (
     ),
 )
 SESSION_KEY = "dashboard_user"
+COOKIE_KEY = "dashboard_session_cookie"  # the cookie this browser should hold: a token, "" to clear it
+TOKEN_KEY = "dashboard_session_token"
+SESSION_HOURS_ENV = "RECOUP_DASHBOARD_SESSION_HOURS"
 FAILURES_KEY = "dashboard_sign_in_failures"
 MAX_FAILURES = 5  # per user name within FAILURE_WINDOW seconds, across sessions; then locked for as long
 FAILURE_WINDOW = 300.0
@@ -58,6 +62,84 @@ def _production() -> bool:
     from recoup.settings import get_settings
 
     return get_settings().env == "production"
+
+
+def _secret() -> str:
+    from recoup.settings import get_settings
+
+    return get_settings().secret_key
+
+
+def _session_hours() -> float:
+    try:
+        hours = float(os.environ.get(SESSION_HOURS_ENV, "") or auth.SESSION_HOURS)
+    except ValueError:
+        hours = auth.SESSION_HOURS
+    return hours if hours > 0 else auth.SESSION_HOURS
+
+
+@st.cache_resource(show_spinner=False)
+def _revoked() -> tuple[threading.Lock, dict[str, float]]:
+    """Session ids signed out on this server, with their expiry (kept until then)."""
+    return threading.Lock(), {}
+
+
+def _revoke(token_id: str, expires: float) -> None:
+    lock, revoked = _revoked()
+    now = time.time()
+    with lock:
+        for ident in [i for i, until in revoked.items() if until <= now]:
+            del revoked[ident]
+        revoked[token_id] = expires
+
+
+def _is_revoked(token_id: str) -> bool:
+    lock, revoked = _revoked()
+    with lock:
+        return token_id in revoked
+
+
+def _cookie_user(users: Directory) -> User | None:
+    """The user of this browser's session cookie, if it is signed, unexpired, not signed out and the
+    account still matches."""
+    try:
+        token = st.context.cookies.get(auth.SESSION_COOKIE)
+    except Exception:  # no browser context (AppTest, bare script run)
+        return None
+    session = auth.read_session(token, _secret(), now=time.time())
+    if session is None or _is_revoked(session.token_id):
+        return None
+    user = auth.session_user(session, users)
+    if user is not None:
+        st.session_state[TOKEN_KEY] = session
+    return user
+
+
+def remember(user: User, users: Directory) -> None:
+    """Give this browser a signed session cookie for `user` (written by `session_cookie_script`)."""
+    token, session = auth.issue_session(user, users, _secret(), now=time.time(), hours=_session_hours())
+    st.session_state[TOKEN_KEY] = session
+    st.session_state[COOKIE_KEY] = (token, session.expires)
+
+
+def session_cookie_script() -> None:
+    """Write (or clear) the session cookie in the browser: the one place a script runs in the page."""
+    pending = st.session_state.pop(COOKIE_KEY, None)
+    if pending is None:
+        return
+    if pending == "":
+        assignment = f"{auth.SESSION_COOKIE}=; Path=/; Max-Age=0; SameSite=Strict"
+    else:
+        token, expires = pending
+        max_age = max(int(expires - time.time()), 0)
+        assignment = f"{auth.SESSION_COOKIE}={token}; Path=/; Max-Age={max_age}; SameSite=Strict"
+    st.html(
+        "<script>document.cookie = "
+        + json.dumps(assignment)
+        + " + (location.protocol === 'https:' ? '; Secure' : '');</script>",
+        unsafe_allow_javascript=True,
+        width="content",
+    )
 
 
 @st.cache_resource(show_spinner=False)
@@ -102,6 +184,10 @@ def current_user() -> User | None:
 def sign_out() -> None:
     user = current_user()
     st.session_state.pop(SESSION_KEY, None)
+    session = st.session_state.pop(TOKEN_KEY, None)
+    if isinstance(session, auth.Session):
+        _revoke(session.token_id, session.expires)
+    st.session_state[COOKIE_KEY] = ""
     if user is not None:
         logger.info("dashboard sign-out: %s", user.name)
         if user.via == "oidc":
@@ -139,6 +225,7 @@ def _password_form(users: Directory) -> None:
         log.pop(name, None)
     logger.info("dashboard sign-in: %s (%s)", user.name, ", ".join(sorted(user.roles)))
     st.session_state[SESSION_KEY] = user
+    remember(user, users)
     st.rerun()
 
 
@@ -147,6 +234,11 @@ def _still_valid(user: User) -> User | None:
     user or a role takes effect at their next click, not at their next sign-in."""
     if user.via == "autologin":
         return user
+    session = st.session_state.get(TOKEN_KEY)
+    if isinstance(session, auth.Session) and (
+        session.expires <= time.time() or _is_revoked(session.token_id)
+    ):
+        return None
     try:
         users = directory()
     except UsersFileError:
@@ -181,6 +273,11 @@ def signed_in_user() -> User:
         st.session_state[SESSION_KEY] = bypass
         return bypass
     assert users is not None
+    remembered = _cookie_user(users)
+    if remembered is not None:
+        logger.info("dashboard session resumed from its cookie: %s", remembered.name)
+        st.session_state[SESSION_KEY] = remembered
+        return remembered
     providers = oidc_providers()
     if providers is not None and st.user.get("is_logged_in"):
         oidc = users.oidc_user(st.user.get("email"), st.user.get("name"))
@@ -204,6 +301,7 @@ def signed_in_user() -> User:
                 st.login(provider) if provider else st.login()
         st.divider()
     _password_form(users)
+    session_cookie_script()
     st.stop()
     raise AssertionError("unreachable")  # st.stop() ends the script run
 

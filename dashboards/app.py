@@ -3,6 +3,8 @@
 Signs the user in (`dashboards.access`), then offers through `st.navigation` a home page and the pages
 of `dashboards/app_pages/` that the user's roles open; each page checks its role again itself. Every
 page keeps its own URL (/review_queue, /return_rates, /operations, /models): the home page is the root.
+A password sign-in leaves a signed session cookie (`dashboards.auth.issue_session`, 12 hours by default,
+RECOUP_DASHBOARD_SESSION_HOURS), so a reload or a typed URL keeps the user signed in; signing out revokes it.
 """
 
 from __future__ import annotations
@@ -31,5 +33,6 @@ with st.sidebar:
         st.warning("Signed in by RECOUP_DASHBOARD_AUTOLOGIN (test bypass).")
     else:
         st.button("Sign out", key="sign_out", on_click=access.sign_out)
+    access.session_cookie_script()
 
 st.navigation(pages).run()

@@ -13,6 +13,7 @@ import functools
 import getpass
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import sys
@@ -272,6 +273,94 @@ def autologin_user(value: str | None, *, production: bool) -> User | None:
         raise UsersFileError(f"{AUTOLOGIN_ENV} is set but RECOUP_ENV=production: refusing to sign anyone in")
     roles = _roles([v.strip() for v in value.split(",") if v.strip()], AUTOLOGIN_ENV)
     return User("autologin", roles, "autologin (test bypass)", "autologin")
+
+
+# --- sessions that survive a reload ----------------------------------------------------------------
+# A signed-in browser keeps a cookie `recoup_session` = base64url(JSON claims) "." base64url(HMAC-SHA256).
+# The claims name the user, how they signed in, when the session expires, a random id (sign-out revokes
+# it) and, for password accounts, a digest of the password hash (a new password ends old sessions).
+
+SESSION_COOKIE = "recoup_session"
+SESSION_HOURS = 12.0
+
+
+def _session_key(secret: str) -> bytes:
+    return hmac.new(secret.encode("utf-8"), b"recoup dashboard session", hashlib.sha256).digest()
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _credential_digest(account: Account | None) -> str:
+    if account is None or not account.password_hash:
+        return ""
+    return hashlib.sha256(account.password_hash.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Session:
+    """What a session cookie says once its signature and expiry have been checked."""
+
+    token_id: str
+    username: str
+    via: str
+    expires: float
+    credential: str
+
+
+def issue_session(
+    user: User, directory: Directory, secret: str, *, now: float, hours: float = SESSION_HOURS
+) -> tuple[str, Session]:
+    """A signed cookie value for `user`, valid for `hours`; also its claims."""
+    session = Session(
+        token_id=secrets.token_urlsafe(12),
+        username=user.name,
+        via=user.via,
+        expires=now + hours * 3600.0,
+        credential=_credential_digest(directory.accounts.get(user.name)) if user.via == "password" else "",
+    )
+    claims = {"i": session.token_id, "u": session.username, "v": session.via, "e": session.expires}
+    if session.credential:
+        claims["c"] = session.credential
+    body = _b64url(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode("utf-8"))
+    signature = _b64url(hmac.new(_session_key(secret), body.encode("ascii"), hashlib.sha256).digest())
+    return f"{body}.{signature}", session
+
+
+def read_session(token: str | None, secret: str, *, now: float) -> Session | None:
+    """The claims of a cookie value if it is well formed, signed with `secret` and not expired; else None."""
+    if not token or token.count(".") != 1:
+        return None
+    body, signature = token.split(".")
+    expected = _b64url(hmac.new(_session_key(secret), body.encode("ascii"), hashlib.sha256).digest())
+    if not hmac.compare_digest(signature, expected):
+        return None
+    try:
+        claims = json.loads(_unb64url(body))
+        session = Session(
+            str(claims["i"]), str(claims["u"]), str(claims["v"]), float(claims["e"]), str(claims.get("c", ""))
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+    return session if session.expires > now and session.via in ("password", "oidc") else None
+
+
+def session_user(session: Session, directory: Directory) -> User | None:
+    """The user a valid session stands for, with the roles the users file gives now; None when the account
+    is gone, has no role, or (password accounts) its password changed since the session began."""
+    if session.via == "password":
+        account = directory.accounts.get(session.username)
+        if account is None or not account.password_hash or _credential_digest(account) != session.credential:
+            return None
+        user = User(account.username, account.roles, account.display_name, "password")
+    else:
+        return None  # OIDC sessions live in Streamlit's own identity cookie (st.user)
+    return user if user.roles else None
 
 
 # --- command line ------------------------------------------------------------------------------------

@@ -15,6 +15,12 @@ AUTO_DRIFT_RETURNS = (
 )
 SCORE_BINS_SHOWN = 20
 SAMPLE_MIN = 100  # figures on fewer labelled returns are flagged as rough
+TRADE_OFF = {
+    "precision_reviewed": "precision (reviews)",
+    "precision_audit": "precision (audit)",
+    "value_caught_share": "fraud value caught",
+    "flagged_share": "share of returns flagged",
+}
 METRICS = {
     "average_precision": "average precision",
     "roc_auc": "ROC AUC",
@@ -50,7 +56,7 @@ if registry.champion is None:
         + "; a model replaces it when one beats it with confidence."
     )
     if rules.get("weights"):
-        st.dataframe(
+        ui.dataframe(
             pd.DataFrame(
                 {
                     "rule": list(rules["weights"]),
@@ -71,14 +77,14 @@ else:
     cells = st.columns(4)
     cells[0].metric(
         "Average precision (reviews)",
-        f"{metrics.get('model_reviews_average_precision', float('nan')):.3f}",
+        ui.number(metrics.get("model_reviews_average_precision"), 3),
         delta=f"{metrics.get('model_reviews_average_precision', 0) - metrics.get('rules_reviews_average_precision', 0):+.3f} vs rules",
     )
     audited = int(metrics.get("model_audit_labelled", 0) or 0)
     few = f"on {audited:,} audited returns" + (": rough, fewer than 100" if audited < SAMPLE_MIN else "")
     cells[1].metric(
         "Average precision (audit)",
-        f"{metrics.get('model_audit_average_precision', float('nan')):.3f}",
+        ui.number(metrics.get("model_audit_average_precision"), 3),
         delta=few,
         delta_color="off",
     )
@@ -101,7 +107,7 @@ else:
                 row["labelled returns"] = int(metrics.get(f"{scorer}_{subset}_labelled", 0) or 0)
                 row["of them fraud or abuse"] = int(metrics.get(f"{scorer}_{subset}_positives", 0) or 0)
                 rows.append(row)
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="models_metrics")
+    ui.dataframe(pd.DataFrame(rows), hide_index=True, key="models_metrics")
     thin = sorted({r["holdout"] for r in rows if r["labelled returns"] < SAMPLE_MIN})
     if thin:
         st.caption(
@@ -116,8 +122,8 @@ else:
                 "champion": "the champion it replaced, on the same returns",
             }.get(scorer, scorer),
             "re-weighted AP": metrics[f"{scorer}_ipw_ap"],
-            "80 % interval": f"{metrics.get(f'{scorer}_ipw_ap_lo', float('nan')):.3f} to "
-            f"{metrics.get(f'{scorer}_ipw_ap_hi', float('nan')):.3f}",
+            "80 % interval": f"{ui.number(metrics.get(f'{scorer}_ipw_ap_lo'), 3)} to "
+            f"{ui.number(metrics.get(f'{scorer}_ipw_ap_hi'), 3)}",
         }
         for scorer in ("model", "rules", "challenger", "champion")
         if f"{scorer}_ipw_ap" in metrics
@@ -128,13 +134,13 @@ else:
             "propensity by rules hit), with bootstrap intervals: a challenger is promoted only when its "
             "lead over the champion (or the rules) is above 0 over the whole interval."
         )
-        st.dataframe(pd.DataFrame(intervals), hide_index=True, key="models_intervals")
+        ui.dataframe(pd.DataFrame(intervals), hide_index=True, key="models_intervals")
     with st.expander("All registered versions"):
         listing = registry.versions.copy()
         listing["average precision (reviews)"] = listing["version"].map(
             lambda v: registry.metrics.get(v, {}).get("model_reviews_average_precision")
         )
-        st.dataframe(listing, hide_index=True, key="models_versions")
+        ui.dataframe(listing, hide_index=True, key="models_versions")
 
 # --- the review queue it fills -----------------------------------------------------------------------
 
@@ -316,7 +322,7 @@ if wanted:
         cells[0].metric("Shifted features", ui.count(counts.get("shifted", 0)))
         cells[1].metric("Moderate", ui.count(counts.get("moderate", 0)))
         cells[2].metric("Stable", ui.count(counts.get("stable", 0)))
-        top = psi.head(20)
+        top = psi.head(20).assign(feature=lambda f: f["feature"].map(ui.feature_label))
         st.altair_chart(
             alt.Chart(top)
             .mark_bar()
@@ -336,8 +342,8 @@ if wanted:
             .properties(height=max(22 * len(top), 120)),
             width="stretch",
         )
-        st.dataframe(
-            psi,
+        ui.dataframe(
+            psi.assign(feature=psi["feature"].map(ui.feature_label)),
             hide_index=True,
             key="models_drift",
             column_config={"psi": st.column_config.NumberColumn(format="%.3f")},
@@ -350,7 +356,7 @@ tables = data.table_names(url)
 served = data.serving_log_recent(url) if "serving_log" in tables else pd.DataFrame()
 if served.empty:
     st.info(
-        "No serving log yet: once the scoring API has served scores (`serving_log`), this compares them "
+        "No serving log yet: once the scoring API has served scores, this compares them "
         "with the batch scores of the same returns, and the features it served with their offline values."
     )
 else:
@@ -390,7 +396,7 @@ else:
             f"**Features served vs recomputed offline**: {len(mismatched)} of {len(features_skew)} features differ "
             "on at least one return (from the pipelines' serving-skew asset)."
         )
-        st.dataframe(features_skew, hide_index=True, key="models_feature_skew")
+        ui.dataframe(features_skew, hide_index=True, key="models_feature_skew")
     else:
         st.caption("Per-feature skew appears once the pipelines' `serving_skew` asset has run.")
 
@@ -502,7 +508,7 @@ comparison = pd.DataFrame(
         "analyst_hours_per_week",
     ]
 ]
-st.dataframe(
+ui.dataframe(
     comparison,
     hide_index=True,
     key="bt_comparison",
@@ -524,6 +530,7 @@ long = curve.melt(
     var_name="measure",
     value_name="share",
 )
+long["measure"] = long["measure"].map(TRADE_OFF)
 marker = alt.Chart(pd.DataFrame({"threshold": [threshold]})).mark_rule(color="black").encode(x="threshold:Q")
 st.altair_chart(
     (

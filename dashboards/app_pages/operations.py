@@ -18,6 +18,18 @@ TABLES = (
 )
 AGE_ORDER = ["0-2", "3-7", "8-14", "15-30", ">30"]
 ALL = "all"
+STAGES = {
+    "request_to_receipt": "request to receipt",
+    "receipt_to_disposition": "receipt to disposition",
+    "request_to_disposition": "request to disposition",
+    "request_to_refund": "request to refund",
+    "receipt_to_refund": "receipt to refund",
+}
+BORIS_SHARES = {
+    "boris_share_of_returns": "of all returns",
+    "boris_share_of_online_returns": "of returns of online orders",
+    "boris_share_of_value": "of returned value",
+}
 
 access.require("operations")
 url = data.database_url()
@@ -45,7 +57,10 @@ else:
     first_period, last_period = (periods[0], periods[0]) if periods else ("", "")
 as_of = boris["as_of"].max() if len(boris) else None
 if as_of is not None and pd.notna(as_of):
-    st.caption(f"Analytics as of {as_of:%Y-%m-%d %H:%M} UTC; returns by status are live.")
+    st.caption(
+        f"Analytics computed {as_of:%Y-%m-%d %H:%M} UTC (limbo ages count from then; the daily analytics "
+        "run refreshes them); returns by status are live."
+    )
 
 
 def in_periods(frame: pd.DataFrame) -> pd.DataFrame:
@@ -61,10 +76,10 @@ by_status = (
 )
 cells = st.columns(max(min(len(by_status), 6), 1))
 for cell, row in zip(cells, by_status.head(6).itertuples(), strict=False):
-    cell.metric(row.status, ui.count(row.returns))
+    cell.metric(ui.label(row.status).capitalize(), ui.count(row.returns))
 if len(statuses):
     st.altair_chart(
-        alt.Chart(statuses)
+        alt.Chart(ui.labelled(statuses, "status", "channel"))
         .mark_bar()
         .encode(
             x=alt.X("returns:Q", title="returns"),
@@ -126,7 +141,7 @@ else:
         () if location == ALL else (("location", location),),
     ).sort_values("age_days", ascending=False)
     st.markdown("**Oldest lines in limbo**")
-    st.dataframe(
+    ui.dataframe(
         oldest.head(200)[
             [
                 "return_id",
@@ -174,7 +189,7 @@ else:
     )
     left, right = st.columns(2)
     left.altair_chart(
-        alt.Chart(by_outlet)
+        alt.Chart(ui.labelled(by_outlet, "disposition"))
         .mark_arc(innerRadius=50)
         .encode(
             theta=alt.Theta("units:Q"),
@@ -200,7 +215,7 @@ else:
         .properties(title="Recovered value"),
         width="stretch",
     )
-    st.dataframe(
+    ui.dataframe(
         by_outlet.sort_values("units", ascending=False),
         hide_index=True,
         key="ops_dispositions",
@@ -232,10 +247,11 @@ cells[2].metric(
 if len(trend):
     long = trend.melt(
         id_vars=["period"],
-        value_vars=["boris_share_of_returns", "boris_share_of_online_returns", "boris_share_of_value"],
+        value_vars=list(BORIS_SHARES),
         var_name="share",
         value_name="share_value",
     )
+    long["share"] = long["share"].map(BORIS_SHARES)
     st.altair_chart(
         alt.Chart(long)
         .mark_line(point=True)
@@ -249,6 +265,10 @@ if len(trend):
     )
 by_store = boris[(boris["period"] == ALL) & (boris["location_id"] != ALL) & (boris["boris_returns"] > 0)]
 if len(by_store):
+    by_store = by_store.assign(
+        place=[f"{loc} · {names.get(loc, loc)}" for loc in by_store["location_id"]]
+    ).sort_values("boris_share_of_returns", ascending=False)
+    st.markdown("**By location, whole history**")
     st.altair_chart(
         alt.Chart(by_store)
         .mark_bar()
@@ -259,16 +279,19 @@ if len(by_store):
                 axis=alt.Axis(format="%"),
             ),
             y=alt.Y(
-                "location_id:N", sort="-x", title=None, axis=alt.Axis(labelLimit=260, labelOverlap=False)
+                "place:N",
+                sort="-x",
+                title=None,
+                axis=alt.Axis(labelLimit=320, labelOverlap=False, labelFontSize=12),
             ),
             tooltip=[
-                "location_id",
-                "boris_returns",
-                "returns",
-                alt.Tooltip("boris_share_of_returns:Q", format=".1%"),
+                alt.Tooltip("place:N", title="location"),
+                alt.Tooltip("boris_returns:Q", title="BORIS returns", format=","),
+                alt.Tooltip("returns:Q", title="all returns", format=","),
+                alt.Tooltip("boris_share_of_returns:Q", title="share", format=".1%"),
             ],
         )
-        .properties(title="By location, whole history", height=max(22 * len(by_store), 100)),
+        .properties(height=max(28 * len(by_store), 120)),
         width="stretch",
     )
 
@@ -276,16 +299,23 @@ if len(by_store):
 
 st.header("Refund cycle time")
 cycle = data.analytics(url, "analytics_cycle_time")
+cycle = cycle.assign(stage=cycle["stage"].map(lambda stage: STAGES.get(stage, ui.label(stage))))
 overall = cycle[(cycle["channel"] == ALL) & (cycle["period"] == ALL)]
-st.dataframe(
-    overall[["stage", "observations", "mean_days", "p50_days", "p75_days", "p90_days", "p95_days"]],
-    hide_index=True,
-    key="ops_cycle_time",
-    column_config={
-        c: st.column_config.NumberColumn(format="%.1f")
-        for c in ("mean_days", "p50_days", "p75_days", "p90_days", "p95_days")
-    },
-)
+observed = overall[overall["observations"] > 0]
+if len(observed):
+    ui.dataframe(
+        observed[["stage", "observations", "mean_days", "p50_days", "p75_days", "p90_days", "p95_days"]],
+        key="ops_cycle_time",
+        column_config={
+            "stage": st.column_config.TextColumn("Stage", width="medium"),
+            "observations": st.column_config.NumberColumn("Completed", format="%d"),
+            "mean_days": st.column_config.NumberColumn("Mean (days)", format="%.1f"),
+            "p50_days": st.column_config.NumberColumn("Median", format="%.1f"),
+            "p75_days": st.column_config.NumberColumn("75th pct.", format="%.1f"),
+            "p90_days": st.column_config.NumberColumn("90th pct.", format="%.1f"),
+            "p95_days": st.column_config.NumberColumn("95th pct.", format="%.1f"),
+        },
+    )
 monthly = in_periods(
     cycle[(cycle["channel"] == ALL) & (cycle["period"] != ALL) & (cycle["observations"] > 0)]
 )
@@ -296,13 +326,13 @@ if len(monthly):
         .encode(
             x=alt.X("period:N", title="period the interval ended"),
             y=alt.Y("p50_days:Q", title="median days"),
-            color=alt.Color("stage:N"),
+            color=alt.Color("stage:N", title="stage", sort=list(STAGES.values())),
             tooltip=[
                 "stage",
                 "period",
-                "observations",
-                alt.Tooltip("p50_days:Q", format=".1f"),
-                alt.Tooltip("p90_days:Q", format=".1f"),
+                alt.Tooltip("observations:Q", title="completed", format=","),
+                alt.Tooltip("p50_days:Q", title="median days", format=".1f"),
+                alt.Tooltip("p90_days:Q", title="90th pct. days", format=".1f"),
             ],
         ),
         width="stretch",
@@ -310,5 +340,7 @@ if len(monthly):
 missing = overall[overall["observations"] == 0]["stage"].tolist()
 if missing:
     st.caption(
-        f"No data yet for {', '.join(missing)} (imported history carries no disposal or refund times)."
+        f"No completed interval yet for: {'; '.join(missing)}. Their end events (disposal, refund) are "
+        "recorded by the lifecycle or come with imported files that carry refund and disposal times; this "
+        "history has none."
     )

@@ -20,6 +20,12 @@ DIMENSIONS = {
     "location_id": "Store / location of sale",
     "reason": "Return reason",
 }
+CODED = ("category", "channel", "reason")  # dimensions whose values are codes of the contract
+RATES = {
+    "return_rate": "returned / sold",
+    "fit_rate": "doesn't fit / sold",
+    "category_size_fit_rate": "category, same size: doesn't fit / sold",
+}
 REASON_DRILL = ("category", "brand", "style_id", "sku", "size", "channel", "location_id")
 SIZE_DRILL = ("category", "brand", "style_id", "sku")
 SIGNALS = ("runs_small", "runs_large", "fit_issue", "ok", "low_volume")
@@ -83,7 +89,7 @@ with by_dimension:
     ranked = ranked[ranked["units_sold"] >= min_units].sort_values(rate_column, ascending=False)
     as_of = totals["as_of"].max() if len(totals) else None
     st.caption(
-        f"Share of what was sold that came back, by the period of the sale; as of {as_of:%Y-%m-%d}."
+        f"Share of what was sold that came back, by the period of the sale; computed {as_of:%Y-%m-%d %H:%M} UTC."
         if as_of is not None and pd.notna(as_of)
         else "No sales in the analytics tables."
     )
@@ -102,7 +108,7 @@ with by_dimension:
         if dimension != "reason":
             summary[1].metric(f"Return rate ({measure})", ui.percent(overall))
         summary[2].metric("Units returned", ui.count(ranked["units_returned"].sum()))
-        top = ranked.head(25)
+        top = ui.labelled(ranked.head(25), "dimension_value") if dimension in CODED else ranked.head(25)
         bars = (
             alt.Chart(top)
             .mark_bar()
@@ -129,7 +135,7 @@ with by_dimension:
                 x="overall:Q"
             )
         st.altair_chart(layers.properties(height=max(22 * len(top), 120)), width="stretch")
-        st.dataframe(
+        ui.dataframe(
             ranked,
             hide_index=True,
             key="rr_table",
@@ -185,18 +191,21 @@ with by_dimension:
             item = st.selectbox(
                 DIMENSIONS[dimension],
                 ranked["dimension_value"].tolist(),
+                format_func=ui.label if dimension in CODED else str,
                 key=f"rr_item_{dimension}",
                 help="Ranked by return rate, highest first.",
             )
             reasons_column, sizes_column = st.columns(2)
             with reasons_column:
                 mix = data.reason_mix(url, dimension, item)
-                st.markdown(f"**Why {item} comes back** (returned units by reason)")
+                st.markdown(
+                    f"**Why {ui.label(item) if dimension in CODED else item} comes back** (returned units by reason)"
+                )
                 if mix.empty:
                     st.write("No returned units.")
                 else:
                     st.altair_chart(
-                        alt.Chart(mix)
+                        alt.Chart(ui.labelled(mix, "reason"))
                         .mark_bar()
                         .encode(
                             x=alt.X("units:Q", title="units returned"),
@@ -224,6 +233,7 @@ with by_dimension:
                             var_name="rate",
                             value_name="share",
                         )
+                        long["rate"] = long["rate"].map(RATES)
                         st.altair_chart(
                             alt.Chart(long)
                             .mark_bar()
@@ -236,7 +246,7 @@ with by_dimension:
                             ),
                             width="stretch",
                         )
-                        st.dataframe(sizes, hide_index=True, key="rr_sizes")
+                        ui.dataframe(sizes, hide_index=True, key="rr_sizes")
 
 # --- abnormal items ----------------------------------------------------------------------------------
 
@@ -276,7 +286,7 @@ with abnormal:
     else:
         top = items.head(20)
         st.altair_chart(
-            alt.Chart(top)
+            alt.Chart(ui.labelled(top, "dominant_reason"))
             .mark_bar()
             .encode(
                 x=alt.X("excess_value_refunded:Q", title="excess value refunded"),
@@ -296,7 +306,7 @@ with abnormal:
             .properties(height=max(22 * len(top), 120)),
             width="stretch",
         )
-        st.dataframe(
+        ui.dataframe(
             items[
                 [
                     "item_id",
@@ -350,7 +360,7 @@ with fit:
         summary[0].metric("Runs small", ui.count(counts.get("runs_small", 0)))
         summary[1].metric("Runs large", ui.count(counts.get("runs_large", 0)))
         summary[2].metric("Fit issue, direction unknown", ui.count(counts.get("fit_issue", 0)))
-        st.dataframe(
+        ui.dataframe(
             shown[
                 [
                     "style_id",
@@ -387,6 +397,7 @@ with fit:
                 var_name="rate",
                 value_name="share",
             )
+            long["rate"] = long["rate"].map(RATES)
             st.altair_chart(
                 alt.Chart(long)
                 .mark_line(point=True)
@@ -394,7 +405,9 @@ with fit:
                     x=alt.X("size:N", sort=order, title="size"),
                     y=alt.Y("share:Q", title="doesn't-fit returns / units sold", axis=alt.Axis(format="%")),
                     color=alt.Color(
-                        "rate:N", title=None, scale=alt.Scale(domain=["fit_rate", "category_size_fit_rate"])
+                        "rate:N",
+                        title=None,
+                        scale=alt.Scale(domain=[RATES["fit_rate"], RATES["category_size_fit_rate"]]),
                     ),
                     tooltip=["size", "rate", alt.Tooltip("share:Q", format=".1%")],
                 ),

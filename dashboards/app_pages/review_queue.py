@@ -53,13 +53,17 @@ chosen_locations = columns[0].multiselect(
     placeholder="all",
 )
 chosen_channels = columns[1].multiselect(
-    "Channel", sorted(queue["channel"].unique()), key="queue_channels", placeholder="all"
+    "Channel",
+    sorted(queue["channel"].unique()),
+    format_func=ui.label,
+    key="queue_channels",
+    placeholder="all",
 )
 chosen_bands = columns[2].multiselect(
     "Band", ["critical", "high", "elevated", "low", "unscored"], key="queue_bands", placeholder="all"
 )
 chosen_statuses = columns[3].multiselect(
-    "Status", sorted(queue["status"].unique()), key="queue_statuses", placeholder="all"
+    "Status", sorted(queue["status"].unique()), format_func=ui.label, key="queue_statuses", placeholder="all"
 )
 today = pd.Timestamp.now(tz="UTC").date()  # the filter ends today, whenever the history ends
 default_range = (first.date(), max(last.date(), today)) if first is not None and last is not None else ()
@@ -85,8 +89,8 @@ totals[1].metric("Value at stake", ui.money(view["value"].sum()))
 totals[2].metric("Expected loss", ui.money(view["expected_loss"].sum()))
 totals[3].metric("Critical", ui.count((view["band"] == "critical").sum()))
 
-st.dataframe(
-    view.head(SHOWN),
+ui.dataframe(
+    ui.labelled(view.head(SHOWN), "status", "channel"),
     hide_index=True,
     key="queue_table",
     column_order=[
@@ -141,15 +145,15 @@ facts = st.columns(6)
 facts[0].metric("Score", f"{detail['score']:.2f}" if pd.notna(detail["score"]) else "–")
 facts[1].metric("Band", detail["band"] or "–")
 facts[2].metric("Value", ui.money(lines["value"].sum()))
-facts[3].metric("Status", detail["status"])
-facts[4].metric("Channel", detail["channel"])
+facts[3].metric("Status", ui.label(detail["status"]))
+facts[4].metric("Channel", ui.label(detail["channel"]))
 facts[5].metric("Location", detail["location_id"] or "–")
 st.caption(
     f"Requested {detail['requested_at']:%Y-%m-%d %H:%M} UTC · "
     + (f"order {detail['order_id']}" if detail["order_id"] else "receiptless")
     + f" · customer {detail['customer_id'] or 'none (guest)'}"
     + (f" · employee {detail['employee_id']}" if detail["employee_id"] else "")
-    + f" · refund {detail['refund_method'] or '–'}"
+    + f" · refund {ui.label(detail['refund_method'])}"
 )
 
 with st.container():
@@ -158,7 +162,7 @@ with st.container():
     if not reasons:
         st.write("No factor pushed this score above the typical return.")
     else:
-        st.dataframe(
+        ui.dataframe(
             pd.DataFrame(
                 {
                     "reason": [r["text"] for r in reasons],
@@ -184,13 +188,38 @@ with st.container():
         )
 with st.container():
     st.subheader("Lines")
-    st.dataframe(
-        lines[
-            ["line_no", "sku", "description", "category", "size", "quantity", "reason", "condition", "value"]
-        ],
+    ui.dataframe(
+        ui.labelled(
+            lines[
+                [
+                    "line_no",
+                    "sku",
+                    "description",
+                    "category",
+                    "size",
+                    "quantity",
+                    "reason",
+                    "condition",
+                    "value",
+                ]
+            ],
+            "category",
+            "reason",
+            "condition",
+        ),
         hide_index=True,
         key="detail_lines",
-        column_config={"value": st.column_config.NumberColumn("value", format="%.2f")},
+        column_config={
+            "line_no": st.column_config.NumberColumn("Line", format="%d"),
+            "sku": "Item",
+            "description": "Product",
+            "category": "Category",
+            "size": "Size",
+            "quantity": st.column_config.NumberColumn("Units", format="%d"),
+            "reason": "Reason",
+            "condition": "Condition",
+            "value": st.column_config.NumberColumn("Value", format="%.2f"),
+        },
     )
 
 # --- the decision ------------------------------------------------------------------------------------
@@ -228,11 +257,10 @@ def _decide(return_id: str, outcome: str, analyst: str, source: str) -> None:
     except data.DecisionRefused as exc:
         st.session_state["decision_message"] = ("error", f"Decision not recorded: {exc}.")
         return
-    change = (
-        f"{result['status_before']} → {result['status_after']}"
-        if result["status_before"] != result["status_after"]
-        else f"stays {result['status_after']}"
-    )
+    before, after = ui.label(result["status_before"]), ui.label(result["status_after"])
+    change = f"{before} → {after}" if before != after else f"stays {after}"
+    if outcome != "legitimate" and result["status_after"] in enums.REFUND_TO_COME:
+        change += "; its refund is held"
     st.session_state["decision_message"] = (
         "success",
         f"Recorded {outcome} for {return_id} as {analyst} ({change}).",
@@ -249,9 +277,15 @@ if status == "pending_review":
         "This return is held for review: **fraud** or **abuse** rejects it (the customer is told), "
         "**legitimate** authorises it."
     )
+elif status in enums.REFUND_TO_COME:
+    effect = (
+        f"This return is {ui.label(status)} and not yet refunded: **fraud** or **abuse** holds its refund "
+        "(the till or web shop is refused it; loss prevention settles the return), **legitimate** records "
+        "the label only."
+    )
 else:
     effect = (
-        f"This return is {status.replace('_', ' ')}: a decision records the label only, the return goes on "
+        f"This return is {ui.label(status)}: a decision records the label only, the return goes on "
         "as it is (nothing is rejected or held)."
     )
 st.markdown(effect)
@@ -305,7 +339,7 @@ with history:
             .properties(height=160),
             width="stretch",
         )
-    st.dataframe(
+    ui.dataframe(
         timeline,
         hide_index=True,
         key="customer_timeline",
@@ -324,4 +358,4 @@ with links:
             f"{len(linked)} other accounts share a card, device or delivery postcode; "
             f"{flagged_links} of them have returns decided fraud or abuse."
         )
-        st.dataframe(linked, hide_index=True, key="linked_accounts")
+        ui.dataframe(linked, hide_index=True, key="linked_accounts")

@@ -1,8 +1,8 @@
 """Headless Chromium driven over the DevTools protocol, for the real-browser dashboard test.
 
 No browser-automation dependency: the protocol's websocket is spoken with the synchronous client of
-`websockets`, which Streamlit itself depends on. Start with `Chromium.start(tmp_dir)`, then `open(url)`, `wait_for(js)`, `evaluate(js)`,
-`screenshot(path)`, and `close()`.
+`websockets`, which Streamlit itself depends on. Start with `Chromium.start(tmp_dir)`, then `open(url)`, `reload()`, `wait_for(js)`, `evaluate(js)`,
+`type_into(selector, text)`, `cookies()`, `screenshot(path)`, and `close()`.
 """
 
 from __future__ import annotations
@@ -117,6 +117,20 @@ class Chromium:
                 since = None
             time.sleep(0.25)
         raise TimeoutError(f"waited {timeout:.0f} s for: {expression}")
+
+    def type_into(self, selector: str, text: str) -> None:
+        """Focus the element matching the CSS `selector` and type `text` as keyboard input would."""
+        if not self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return false; e.focus(); return true; }})()"
+        ):
+            raise RuntimeError(f"no element matches {selector}")
+        self.call("Input.insertText", text=text)
+
+    def reload(self) -> None:
+        self.call("Page.reload", ignoreCache=True)
+
+    def cookies(self) -> list[dict[str, Any]]:
+        return self.call("Network.getCookies")["cookies"]
 
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 from streamlit.testing.v1 import AppTest
 
+from dashboards import ui
 from dashboards.access import SESSION_KEY
 from dashboards.auth import User
 from oms.db import make_engine
@@ -176,7 +177,7 @@ def test_queue_holds_open_undecided_returns_pending_first_then_by_score(world: W
     queue = table(at, "expected_loss")
     total = number(at, "Flagged, undecided")
     assert total == len(queue) > 20
-    pending = (queue["status"] == "pending_review").to_numpy()
+    pending = (queue["status"] == "pending review").to_numpy()
     assert pending.any() and not pending[pending.argmin() :].any()  # held for review first
     for _, group in queue.groupby(pending):
         scores = group["score"].dropna()
@@ -234,7 +235,7 @@ def test_decision_writes_the_review_and_the_transition(world: World) -> None:
     at = open_app(ALICE, "review_queue")
     at.selectbox(key="queue_return").set_value(return_id)
     run(at)
-    assert metric(at, "Status") == "pending_review"
+    assert metric(at, "Status") == "pending review"
     assert any("fraud** or **abuse** rejects it" in m.value for m in at.markdown)  # the effect, said first
     run(at.button(key="decide_fraud").click())  # without a fraud type: refused, nothing written
     assert any("choose the fraud type of this fraud first" in e.value for e in at.error)
@@ -262,6 +263,25 @@ def test_decision_writes_the_review_and_the_transition(world: World) -> None:
         r=return_id,
     )
     assert ("alice", "pending_review", "rejected") in [tuple(e) for e in events]
+
+
+def test_fraud_on_an_authorised_return_says_and_holds_its_refund(world: World) -> None:
+    at = open_app(ALICE, "review_queue")
+    queue = table(at, "expected_loss")
+    authorised = queue[queue["status"] == "authorized"]["return_id"].tolist()
+    assert authorised, "the test world's queue holds no authorised return"
+    return_id = authorised[-1]
+    at.selectbox(key="queue_return").set_value(return_id)
+    run(at)
+    assert any("**fraud** or **abuse** holds its refund" in m.value for m in at.markdown)
+    at.selectbox(key="decision_fraud_type").set_value("empty_box")
+    run(at.button(key="decide_abuse").click())
+    assert any(
+        f"Recorded abuse for {return_id}" in s.value and "stays authorized; its refund is held" in s.value
+        for s in at.success
+    )
+    (status,) = query(at_url(at), "SELECT status FROM returns WHERE return_id = :r", r=return_id)[0]
+    assert status == "authorized"
 
 
 def test_a_second_decision_on_the_same_return_is_refused(world: World) -> None:
@@ -339,7 +359,7 @@ def test_abnormal_items_and_fit_signals() -> None:
 def test_operations_location_filter() -> None:
     at = open_app(OLGA, "operations")
     everywhere = sum(
-        number(at, status) for status in ("completed", "rejected") if status in [m.label for m in at.metric]
+        number(at, status) for status in ("Completed", "Rejected") if status in [m.label for m in at.metric]
     )
     limbo_all = number(at, "Lines in limbo")
     assert limbo_all > 0
@@ -347,13 +367,14 @@ def test_operations_location_filter() -> None:
     at.selectbox(key="ops_location").set_value(busiest)
     run(at)
     here = sum(
-        number(at, status) for status in ("completed", "rejected") if status in [m.label for m in at.metric]
+        number(at, status) for status in ("Completed", "Rejected") if status in [m.label for m in at.metric]
     )
     assert 0 < here < everywhere
     assert set(table(at, "age_days")["location_id"]) == {busiest}
     assert 0 < number(at, "Lines in limbo") <= limbo_all
     stages = table(at, "p50_days")
-    assert stages.loc[stages["stage"] == "request_to_receipt", "observations"].iloc[0] > 0
+    assert stages.loc[stages["stage"] == "request to receipt", "observations"].iloc[0] > 0
+    assert (stages["observations"] > 0).all()  # stages without events are said in words, not listed
 
 
 # --- models --------------------------------------------------------------------------------------------
@@ -419,7 +440,7 @@ def test_without_a_champion_the_pages_show_the_rules_scorers_scores(
     assert any("the rules scorer" in c.value for c in at.caption), [c.value for c in at.caption]
     at = open_app(ADMIN, "models")
     assert any("no fraud model has been trained yet" in i.value for i in at.info)
-    assert table(at, "weight (log-odds when hit)")["rule"].tolist() == list(rules.weights)
+    assert table(at, "weight (log-odds when hit)")["rule"].tolist() == [ui.label(r) for r in rules.weights]
 
 
 def test_models_page_compares_served_scores_and_features(world: World) -> None:
@@ -464,7 +485,7 @@ def test_models_page_compares_served_scores_and_features(world: World) -> None:
         assert number(at, "Differ by > 0.01") == pytest.approx(20.0)
         assert metric(at, "Versions served") == world.model.version
         assert any("1 of" in m.value and "features differ" in m.value for m in at.markdown)
-        assert table(at, "mismatched").set_index("feature").loc["return_value", "mismatched"] == 1
+        assert table(at, "mismatched").set_index("feature").loc["return value", "mismatched"] == 1
     finally:
         with engine.begin() as connection:
             connection.execute(text("DELETE FROM serving_log"))

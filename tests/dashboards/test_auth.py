@@ -155,3 +155,36 @@ def test_hash_command(tmp_path: Path) -> None:
         check=True,
     )
     assert checked.stdout.strip() == "zoe: operations (password)"
+
+
+def _directory(password_hash: str) -> auth.Directory:
+    return auth.parse_users(f'[users.ann]\nroles = ["analyst"]\npassword_hash = "{password_hash}"\n')
+
+
+def test_a_session_cookie_is_signed_expires_and_ends_with_the_password() -> None:
+    users = _directory(auth.hash_password("ann-password"))
+    ann = users.authenticate("ann", "ann-password")
+    assert ann is not None
+    token, issued = auth.issue_session(ann, users, "secret", now=1_000.0, hours=2)
+    assert issued.expires == 1_000.0 + 7_200
+    session = auth.read_session(token, "secret", now=1_500.0)
+    assert session == issued and auth.session_user(session, users) == ann
+    assert "ann-password" not in token
+    # another key, a changed byte, an expired cookie, garbage: no session
+    assert auth.read_session(token, "other secret", now=1_500.0) is None
+    body, signature = token.split(".")
+    forged = auth._b64url(auth._unb64url(body).replace(b'"ann"', b'"bob"')) + "." + signature
+    assert auth.read_session(forged, "secret", now=1_500.0) is None
+    assert auth.read_session(token, "secret", now=1_000.0 + 7_200) is None
+    for junk in ("", "abc", "a.b.c", "....", None):
+        assert auth.read_session(junk, "secret", now=1_500.0) is None
+    # a new password, a removed role or a removed account ends the session
+    assert auth.session_user(session, _directory(auth.hash_password("new-password"))) is None
+    assert (
+        auth.session_user(session, auth.parse_users('[users.bob]\nroles = ["admin"]\nemail = "b@x"\n'))
+        is None
+    )
+    no_role = auth.parse_users(
+        f'[users.ann]\nroles = []\npassword_hash = "{users.accounts["ann"].password_hash}"\n'
+    )
+    assert auth.session_user(session, no_role) is None

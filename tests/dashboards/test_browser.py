@@ -1,10 +1,10 @@
 """The dashboards in a real browser: `streamlit run dashboards/app.py` on loopback against the test world's
-SQLite database, every page loaded in headless Chromium, failing on any Streamlit exception element, with
-a full-page screenshot of each page saved under the folder the test prints (RECOUP_SCREENSHOT_DIR, else
-the test's tmp dir).
+SQLite database and headless Chromium. The test signs in once through the password form, then opens
+every page by its URL and reloads it (the signed session cookie keeps the user in), failing on any
+Streamlit exception element, "None"/"nan" or raw column name in the visible text; signing out ends the
+session for good. A full-page screenshot of each page is saved under the folder the test prints
+(RECOUP_SCREENSHOT_DIR, else the test's tmp dir): the README's tour uses them.
 
-The server signs every session in through the documented test-only bypass RECOUP_DASHBOARD_AUTOLOGIN=admin,
-set only in the environment of the server this test starts (the password form is covered by AppTest).
 Without Chromium the test fails when CI=true and is skipped otherwise.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -25,7 +26,7 @@ import pytest
 
 from tests.conftest import IN_CI
 from tests.dashboards.chromium import Chromium, find_chromium
-from tests.dashboards.conftest import APP, World
+from tests.dashboards.conftest import APP, PASSWORDS, World
 
 # url path, h1 title, a text the fully rendered page shows
 PAGES = (
@@ -42,7 +43,17 @@ STATE = """(() => {
     running: !app || app.getAttribute('data-test-script-state') !== 'notRunning',
     connected: !!app && app.getAttribute('data-test-connection-state') === 'CONNECTED',
     title: h1 ? h1.innerText.trim() : null,
-    text: document.body ? document.body.innerText : '',
+    text: (() => {
+      // the visible words: Material icons are ligature names (home, keyboard_arrow_right), not words
+      const body = document.body;
+      if (!body) return '';
+      const icons = [...body.querySelectorAll('[data-testid="stIconMaterial"], .material-symbols-rounded')];
+      const shown = icons.map(i => i.style.display);
+      icons.forEach(i => { i.style.display = 'none'; });
+      const text = body.innerText;
+      icons.forEach((i, k) => { i.style.display = shown[k]; });
+      return text;
+    })(),
     exceptions: [...document.querySelectorAll('[data-testid="stException"]')].map(e => e.innerText.slice(0, 2000)),
   });
 })()"""
@@ -78,8 +89,8 @@ def server(world: World, tmp_path: Path) -> Iterator[str]:
         "RECOUP_MLFLOW_TRACKING_URI": world.mlflow_uri,
         "RECOUP_MLFLOW_ARTIFACT_ROOT": world.artifact_root,
         "RECOUP_DASHBOARD_USERS": str(world.users_file),
-        "RECOUP_DASHBOARD_AUTOLOGIN": "admin",
     }
+    environment.pop("RECOUP_DASHBOARD_AUTOLOGIN", None)
     log = tmp_path / "streamlit.log"
     with log.open("w") as output:
         process = subprocess.Popen(
@@ -146,7 +157,46 @@ def _rendered(browser: Chromium, title: str, marker: str, timeout: float = 90.0)
     raise AssertionError(f"{title} did not finish rendering in {timeout:.0f} s: {json.dumps(state)[:1500]}")
 
 
-def test_every_page_renders_in_chromium(
+SIGN_IN = "sign in to continue"
+# What a page must never show a user: Python's missing values, and identifiers from the code or database
+# (snake_case words such as line_no or size_rank).
+RAW = (
+    (re.compile(r"\bNone\b"), "None"),
+    (re.compile(r"\b(?:nan|NaN|NaT|<NA>)\b"), "a missing value"),
+    (re.compile(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b"), "a raw column or code name"),
+)
+
+
+def _raw_text(text: str) -> list[str]:
+    found = []
+    for pattern, what in RAW:
+        for match in pattern.finditer(text):
+            around = text[max(match.start() - 60, 0) : match.end() + 60].replace("\n", " | ")
+            found.append(f"{what} {match.group(0)!r} in ...{around}...")
+    return found
+
+
+def _sign_in_form(browser: Chromium) -> None:
+    browser.wait_for(
+        f"document.body && document.body.innerText.includes({json.dumps(SIGN_IN)})"
+        " && !!document.querySelector('input[type=password]')",
+        timeout=60,
+    )
+
+
+def _click(browser: Chromium, label: str) -> None:
+    clicked = browser.evaluate(
+        "(() => { const b = [...document.querySelectorAll('button')]"
+        f".find(b => b.innerText.trim() === {json.dumps(label)}); if (!b) return false; b.click(); return true; }})()"
+    )
+    assert clicked, f"no button {label!r} on the page"
+
+
+def _session_cookie(browser: Chromium) -> list[dict]:
+    return [c for c in browser.cookies() if c["name"] == "recoup_session"]
+
+
+def test_sign_in_once_then_every_page_by_url_and_reload(
     chromium_binary: str, server: str, tmp_path: Path, record_property
 ) -> None:
     shots = Path(os.environ.get("RECOUP_SCREENSHOT_DIR") or tmp_path / "screenshots")
@@ -156,15 +206,38 @@ def test_every_page_renders_in_chromium(
     browser = Chromium.start(chromium_binary, tmp_path / "chromium-profile")
     problems = []
     try:
+        browser.open(f"{server}/operations")
+        _sign_in_form(browser)
+        browser.type_into('input[aria-label="User name"]', "ada")
+        browser.type_into("input[type=password]", PASSWORDS["ada"])
+        _click(browser, "Sign in")
+        _rendered(browser, "Recoup", "Operations")
+        cookie = _session_cookie(browser)
+        assert cookie, "signing in left no session cookie"
+        assert cookie[0]["expires"] > time.time() + 3600, cookie
         for path, title, marker in PAGES:
-            browser.open(f"{server}/{path}")
-            time.sleep(0.5)  # let the new page's run start before polling its state
-            state = _rendered(browser, title, marker, timeout=120 if not path else 60)
+            for visit in ("opened", "reloaded"):
+                if visit == "opened":
+                    browser.open(f"{server}/{path}")
+                else:
+                    browser.reload()
+                time.sleep(0.5)  # let the new page's run start before polling its state
+                state = _rendered(browser, title, marker, timeout=120)
+                where = f"{title} ({visit} by URL)"
+                if SIGN_IN in state["text"]:
+                    problems.append(f"{where}: signed out")
+                if state["exceptions"]:
+                    problems.append(f"{where}: {state['exceptions']}")
+                if "Page not found" in state["text"]:
+                    problems.append(f"{where}: Streamlit says the page was not found")
+                problems += [f"{where}: {found}" for found in _raw_text(state["text"])]
             browser.screenshot(shots / f"{path or 'home'}.png")
-            if state["exceptions"]:
-                problems.append(f"{title}: {state['exceptions']}")
-            if "Page not found" in state["text"]:
-                problems.append(f"{title}: Streamlit says the page was not found")
+        _click(browser, "Sign out")
+        _sign_in_form(browser)
+        browser.reload()
+        time.sleep(0.5)
+        _sign_in_form(browser)
+        assert not _session_cookie(browser), "the session cookie outlived the sign-out"
     finally:
         browser.close()
     assert not problems, "\n".join(problems)

@@ -87,7 +87,7 @@ def test_return_rates_on_uci(app) -> None:
 
 def test_operations_and_scoreless_pages_on_uci(app) -> None:
     operations = app("operations")
-    assert any(m.label == "completed" for m in operations.metric)
+    assert any(m.label == "Completed" for m in operations.metric)
     queue = app("review_queue")
     assert any("No return has been scored yet" in i.value for i in queue.info)
     models = app("models")
