@@ -43,8 +43,11 @@ def engine_for(url: str, *, scoring: bool = False):
         return make_engine(url)
     if scoring:
         # scoring's reads only go through `oms.driver`, which keeps their prepared statements itself;
-        # a process serves one batch at a time (on its event loop), so a small pool is enough
-        return make_engine(url, driver_prepares=True, pool_size=2, max_overflow=2)
+        # a process serves one batch at a time (on its event loop), so a small pool is enough.
+        # RECOUP_SCORING_PIPELINE=psycopg: psycopg's own pipeline and prepared statements instead
+        # (benchmarks/serving_stack.py compares the two)
+        driver_prepares = os.environ.get("RECOUP_SCORING_PIPELINE", "driver") != "psycopg"
+        return make_engine(url, driver_prepares=driver_prepares, pool_size=2, max_overflow=2)
     return make_engine(url, pool_size=20, max_overflow=20)
 
 
@@ -52,7 +55,7 @@ def _state_from_settings() -> AppState:
     from api.scoring import ModelHolder, registry_loader
     from api.serving_log import ServingLogWriter
     from oms.policy import load_policy
-    from recoup.settings import get_settings
+    from oms.settings import get_settings
 
     settings = get_settings()
     engine = engine_for(settings.database_url)

@@ -104,7 +104,7 @@ def main() -> None:
     from streamlit.testing.v1 import AppTest
 
     from oms.db import make_engine
-    from recoup.settings import get_settings
+    from oms.settings import get_settings
 
     get_settings.cache_clear()
     engine = make_engine(args.url)

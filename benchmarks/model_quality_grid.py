@@ -41,7 +41,7 @@ from oms.frames import load_frame
 from oms.importer import import_directory
 from oms.migrate import upgrade
 from oms.policy import load_policy
-from recoup.settings import DEFAULT_POLICY_PATH
+from oms.settings import DEFAULT_POLICY_PATH
 from simulator.retailer import SimulationConfig, simulate
 
 POLICY = load_policy(DEFAULT_POLICY_PATH).fraud

@@ -59,13 +59,13 @@ logger = logging.getLogger("recoup.dashboards")
 
 
 def _production() -> bool:
-    from recoup.settings import get_settings
+    from oms.settings import get_settings
 
     return get_settings().env == "production"
 
 
 def _secret() -> str:
-    from recoup.settings import get_settings
+    from oms.settings import get_settings
 
     return get_settings().secret_key
 

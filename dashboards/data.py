@@ -23,7 +23,7 @@ SLOW = 600  # seconds: derived tables rebuilt by the pipelines (analytics, score
 
 
 def database_url() -> str:
-    from recoup.settings import get_settings
+    from oms.settings import get_settings
 
     return get_settings().database_url
 
@@ -62,7 +62,7 @@ def policy(path: str) -> Any:
 
 
 def current_policy() -> Any:
-    from recoup.settings import get_settings
+    from oms.settings import get_settings
 
     return policy(str(get_settings().policy_path))
 
@@ -114,7 +114,7 @@ def registry(tracking_uri: str, artifact_root: str) -> Registry:
 
 
 def current_registry() -> Registry:
-    from recoup.settings import get_settings
+    from oms.settings import get_settings
 
     settings = get_settings()
     return registry(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)

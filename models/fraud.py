@@ -302,7 +302,7 @@ def train_fraud(
     champion: FraudModel | None = None,
     feature_set: str = FRAUD_FEATURE_SET,
     refit: bool = True,
-    review_threshold: float = 0.2,  # the shipped policy's (recoup/policy.toml)
+    review_threshold: float = 0.2,  # the shipped policy's (oms/policy.toml)
     deny_threshold: float = 0.9,
 ) -> TrainingResult:
     """Train, calibrate and evaluate a challenger against the legacy rules and the champion, if any.

@@ -217,7 +217,7 @@ class Velocity(_Section):
 
 
 class Policy(_Section):
-    """The whole returns policy; see `recoup/policy.toml` for what each key means."""
+    """The whole returns policy; see `oms/policy.toml` for what each key means."""
 
     version: Annotated[str, Field(min_length=1)]
     non_returnable_categories: tuple[Category, ...] = ()

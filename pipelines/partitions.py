@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
-from recoup.settings import get_settings
+from oms.settings import get_settings
 
 monthly = dg.MonthlyPartitionsDefinition(start_date=get_settings().pipeline_start, end_offset=1)
 

@@ -10,7 +10,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from oms.db import make_engine
-from recoup.settings import get_settings
+from oms.settings import get_settings
 
 
 class DatabaseResource(dg.ConfigurableResource):

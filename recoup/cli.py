@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from recoup.settings import get_settings
+from oms.settings import get_settings
 
 app = typer.Typer(help="Recoup: returns intelligence for omnichannel retailers.", no_args_is_help=True)
 db_app = typer.Typer(help="The state database.", no_args_is_help=True)

@@ -27,8 +27,8 @@ from sqlalchemy import Connection, func, select
 from oms.db import make_engine
 from oms.importer import import_directory
 from oms.migrate import upgrade
+from oms.settings import get_settings
 from oms.tables import OrderLine, Return, ReturnLine, metadata
-from recoup.settings import get_settings
 
 DEFAULT_CUSTOMERS = 8_000
 MONTHS = 12

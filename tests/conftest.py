@@ -20,8 +20,8 @@ from sqlalchemy.engine import make_url
 from oms.db import make_engine, normalise_url
 from oms.invariants import violations
 from oms.migrate import upgrade
+from oms.settings import get_settings
 from oms.tables import metadata
-from recoup.settings import get_settings
 
 BACKENDS = ("sqlite", "postgresql")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

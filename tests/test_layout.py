@@ -28,3 +28,11 @@ def test_analytics_packages_are_not_imported_by_oms() -> None:
                 path,
                 forbidden,
             )
+
+
+def test_only_the_shell_imports_recoup() -> None:
+    """`recoup` is the shell on top: the packages below it take settings from `oms.settings`."""
+    for package in ("oms", "api", "features", "models", "pipelines", "dashboards", "simulator"):
+        for path in (ROOT / package).rglob("*.py"):
+            source = path.read_text()
+            assert "from recoup" not in source and "import recoup" not in source, path

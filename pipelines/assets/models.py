@@ -18,9 +18,9 @@ from models.training import gate_recovery, save_rules_scorer
 from models.training import recovery_challenger as train_recovery_challenger
 from oms.frames import load_frame
 from oms.policy import load_policy
+from oms.settings import get_settings
 from pipelines.assets.features import source_tables
 from pipelines.resources import DatabaseResource, MlflowResource
-from recoup.settings import get_settings
 
 
 def _reviews(database: DatabaseResource) -> pd.DataFrame:

@@ -20,8 +20,8 @@ from api.main import create_app
 from api.state import AppState
 from oms.apikeys import SCOPES, create_key
 from oms.policy import load_policy
+from oms.settings import DEFAULT_POLICY_PATH
 from oms.uow import unit_of_work
-from recoup.settings import DEFAULT_POLICY_PATH
 from tests.factories import NOW, load_lifecycle_world
 
 CLOCK = dt.datetime.fromisoformat(NOW.replace("Z", "+00:00"))

@@ -20,8 +20,8 @@ from api.state import AppState
 from oms.apikeys import Principal, create_key
 from oms.db import make_engine
 from oms.policy import load_policy
+from oms.settings import DEFAULT_POLICY_PATH
 from oms.uow import unit_of_work
-from recoup.settings import DEFAULT_POLICY_PATH
 from tests.api.conftest import CLOCK, LiveServer
 from tests.conftest import truncate
 from tests.factories import load_lifecycle_world

@@ -29,9 +29,9 @@ from oms.db import make_engine
 from oms.frames import load_frame
 from oms.importer import import_directory
 from oms.policy import load_policy
+from oms.settings import DEFAULT_POLICY_PATH
 from oms.tables import Return, ServingLog
 from oms.uow import unit_of_work
-from recoup.settings import DEFAULT_POLICY_PATH
 from simulator.retailer import SimulationConfig, simulate
 from tests.conftest import fresh_sqlite, truncate
 
@@ -535,7 +535,7 @@ def test_the_api_process_reads_scores_through_its_own_pool(
     prepares there itself), while the state engine keeps psycopg's prepared statements; on SQLite
     there is no second pool. A scoring database gets a pool of the scoring kind either way."""
     from api.main import _state_from_settings
-    from recoup.settings import get_settings
+    from oms.settings import get_settings
 
     if backend == "sqlite":
         url = fresh_sqlite(request.getfixturevalue("sqlite_template"), tmp_path)

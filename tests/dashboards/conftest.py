@@ -30,7 +30,7 @@ from oms.frames import load_frame
 from oms.importer import import_directory
 from oms.migrate import upgrade
 from oms.policy import load_policy
-from recoup.settings import DEFAULT_POLICY_PATH, get_settings
+from oms.settings import DEFAULT_POLICY_PATH, get_settings
 from simulator.retailer import SimulationConfig, simulate
 from tests.conftest import BACKENDS, _postgres_admin_url
 

@@ -209,7 +209,7 @@ def test_queue_holds_open_undecided_returns_pending_first_then_by_score(world: W
 
 
 def at_url(at: AppTest | None) -> str:
-    from recoup.settings import get_settings
+    from oms.settings import get_settings
 
     return get_settings().database_url
 
@@ -413,7 +413,7 @@ def test_models_page_shows_the_champion_drift_and_backtest() -> None:
 
 
 def test_models_page_without_a_registered_champion(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from recoup.settings import get_settings
+    from oms.settings import get_settings
 
     monkeypatch.setenv("RECOUP_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty-mlflow.db'}")
     get_settings.cache_clear()
@@ -428,7 +428,7 @@ def test_without_a_champion_the_pages_show_the_rules_scorers_scores(
     from models.rules import RulesScorer
     from models.scoring import score_frame, write_scores
     from oms.policy import load_policy
-    from recoup.settings import DEFAULT_POLICY_PATH, get_settings
+    from oms.settings import DEFAULT_POLICY_PATH, get_settings
 
     monkeypatch.setenv("RECOUP_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty-mlflow.db'}")
     get_settings.cache_clear()

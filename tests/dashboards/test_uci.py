@@ -16,7 +16,7 @@ from dashboards.access import SESSION_KEY
 from features import analytics
 from oms.db import make_engine
 from oms.importer import import_directory
-from recoup.settings import get_settings
+from oms.settings import get_settings
 from simulator.uci import convert_uci
 from tests.conftest import IN_CI
 from tests.dashboards.conftest import APP

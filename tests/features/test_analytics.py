@@ -485,8 +485,8 @@ def test_the_api_and_the_operations_page_hold_the_same_lines_in_limbo(
 
     from oms.lifecycle import CreateReturn, LineRequest, ReturnService, limbo
     from oms.policy import load_policy
+    from oms.settings import DEFAULT_POLICY_PATH
     from oms.uow import unit_of_work
-    from recoup.settings import DEFAULT_POLICY_PATH
 
     engine = _imported_engine(sqlite_template, tmp_path, simulated)
     orders = pd.read_csv(simulated / "orders.csv", parse_dates=["placed_at"])

@@ -21,7 +21,7 @@ from oms.db import make_engine
 from oms.frames import load_frame
 from oms.importer import import_directory
 from oms.policy import load_policy
-from recoup.settings import DEFAULT_POLICY_PATH
+from oms.settings import DEFAULT_POLICY_PATH
 from simulator.retailer import SimulationConfig, simulate
 from tests.conftest import fresh_sqlite
 from tests.recoup.test_cli import recoup

@@ -22,8 +22,8 @@ from oms.disposition import ReturnedItem
 from oms.frames import load_frame
 from oms.importer import import_directory
 from oms.policy import load_policy
+from oms.settings import DEFAULT_POLICY_PATH, get_settings
 from oms.tables import ReturnScore
-from recoup.settings import DEFAULT_POLICY_PATH, get_settings
 from simulator.retailer import SimulationConfig, simulate
 from tests.conftest import fresh_sqlite
 

@@ -18,7 +18,7 @@ from models.evaluation import (
 )
 from models.fraud import challenger_wins
 from oms.policy import load_policy
-from recoup.settings import DEFAULT_POLICY_PATH
+from oms.settings import DEFAULT_POLICY_PATH
 
 
 def _retailer(seed: int, n: int = 40_000) -> tuple[pd.DataFrame, pd.DataFrame, float]:

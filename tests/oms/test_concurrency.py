@@ -22,9 +22,9 @@ from oms.invariants import violations
 from oms.lifecycle import CreateReturn, LifecycleError, LineRequest, ReturnService
 from oms.policy import load_policy
 from oms.refunds import RefundError
+from oms.settings import DEFAULT_POLICY_PATH
 from oms.tables import Customer, Order, OrderLine, Payment, RefundAllocation, Return, ReturnLine
 from oms.uow import unit_of_work
-from recoup.settings import DEFAULT_POLICY_PATH
 from tests.factories import NOW, load_lifecycle_world
 
 CLOCK = dt.datetime.fromisoformat(NOW.replace("Z", "+00:00"))

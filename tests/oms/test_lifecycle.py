@@ -29,6 +29,7 @@ from oms.lifecycle import (
     timeline,
 )
 from oms.policy import load_policy
+from oms.settings import DEFAULT_POLICY_PATH
 from oms.tables import (
     Exchange,
     FraudReview,
@@ -39,7 +40,6 @@ from oms.tables import (
     RefundAllocation,
     ReturnLine,
 )
-from recoup.settings import DEFAULT_POLICY_PATH
 from tests.factories import NOW, load_lifecycle_world
 
 CLOCK = dt.datetime.fromisoformat(NOW.replace("Z", "+00:00"))

@@ -22,7 +22,7 @@ from oms.policy import (
     load_policy,
     parse_policy,
 )
-from recoup.settings import DEFAULT_POLICY_PATH
+from oms.settings import DEFAULT_POLICY_PATH
 
 DEFAULT_TEXT = DEFAULT_POLICY_PATH.read_text(encoding="utf-8")
 
@@ -122,7 +122,7 @@ def test_policy_vocabularies_are_the_data_contracts() -> None:
 
 
 def test_settings_default_points_at_this_file() -> None:
-    assert Path(__file__).parents[2] / "recoup" / "policy.toml" == DEFAULT_POLICY_PATH
+    assert Path(__file__).parents[2] / "oms" / "policy.toml" == DEFAULT_POLICY_PATH
 
 
 # --- broken policies ---------------------------------------------------------------------------------

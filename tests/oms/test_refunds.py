@@ -33,7 +33,7 @@ from oms.refunds import (
     quote_receiptless,
     quote_refund,
 )
-from recoup.settings import DEFAULT_POLICY_PATH
+from oms.settings import DEFAULT_POLICY_PATH
 
 D = Decimal
 POLICY = load_policy(DEFAULT_POLICY_PATH)

@@ -154,7 +154,7 @@ def test_feature_backfill_on_celery_workers_equals_in_process(
         os.environ.update(
             {"DAGSTER_HOME": str(home), "RECOUP_DATABASE_URL": postgres_url, "RECOUP_VAR_DIR": str(var)}
         )
-        from recoup.settings import get_settings
+        from oms.settings import get_settings
 
         get_settings.cache_clear()
         job = dg.build_reconstructable_job(

@@ -11,12 +11,12 @@ from sqlalchemy import func, select
 from models import registry
 from oms.db import make_engine
 from oms.importer import import_directory
+from oms.settings import get_settings
 from oms.tables import ReturnScore
 from pipelines.assets import features as feature_assets
 from pipelines.assets import models as model_assets
 from pipelines.checks import no_future_inputs, null_rates, one_row_per_return
 from pipelines.resources import DatabaseResource, MlflowResource, ParquetIOManager
-from recoup.settings import get_settings
 from simulator.retailer import SimulationConfig, simulate
 from tests.conftest import fresh_sqlite
 

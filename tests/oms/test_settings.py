@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from recoup.settings import DEV_SECRET, Settings, get_settings
+from oms.settings import DEV_SECRET, Settings, get_settings
 
 
 def test_defaults_live_under_var_dir(tmp_path: Path) -> None:
