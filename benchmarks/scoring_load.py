@@ -2,7 +2,8 @@
 
     python benchmarks/scoring_load.py [--url URL] [--rate 300] [--seconds 30] [--soak 600 --soak-rate 200]
 
-Starts the API (`python -m api.serve`, --processes N sharing the port; default 2 on 2 cores) with a
+Starts the API (`uvicorn api.main:app --workers N`, as `recoup serve --processes N`; default 2 on 2
+cores) with a
 champion model trained on the history, then:
 1. the floor: the authenticated no-op GET /v1/ping, maximum throughput with keep-alive clients (closed
    loops with each of --max-clients, default 8, 32 and 64: the more clients wait, the more scores a
@@ -326,12 +327,13 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "api.serve",
+                "uvicorn",
+                "api.main:app",
                 "--host",
                 "127.0.0.1",
                 "--port",
                 str(port),
-                "--processes",
+                "--workers",
                 str(args.processes),
                 "--log-level",
                 "warning",

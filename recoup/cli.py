@@ -402,18 +402,27 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default RECOUP_API_PORT).")] = None,
     processes: Annotated[
         int,
-        typer.Option(help="API processes sharing the port (connections spread evenly); about one per core."),
+        typer.Option(help="API processes sharing the port (uvicorn workers); about one per core."),
     ] = 1,
 ) -> None:
-    """Serve the HTTP API (several processes on one port; more machines behind a load balancer)."""
-    from api.serve import serve as run
+    """Serve the HTTP API (uvicorn; several processes on one port; more machines behind a load balancer)."""
+    import uvicorn
+
     from oms.migrate import upgrade
 
+    if processes < 1:
+        raise Failure(f"--processes must be at least 1, not {processes}")
     settings = get_settings()
     upgrade(settings.database_url)
     if _snapshots_stale():
         _refresh_snapshots()
-    run(host or settings.api_host, port or settings.api_port, processes)
+    # uvicorn's supervisor: the processes share the listening socket, and one that dies is replaced
+    uvicorn.run(
+        "api.main:app",
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        workers=processes if processes > 1 else None,
+    )
 
 
 def _snapshots_stale() -> bool:

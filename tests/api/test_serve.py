@@ -1,5 +1,5 @@
-"""`recoup serve --processes N`: N API processes on one port, connections spread evenly over them,
-restarted when one dies."""
+"""`recoup serve --processes N`: N API processes (uvicorn workers) on one port, each answering, one that
+dies replaced."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+
+pytestmark = pytest.mark.slow  # `make test` leaves it out; `make test-all` and CI run it
 
 
 def _children(pid: int) -> list[int]:
-    """The API processes under the `serve` parent (multiprocessing's resource tracker aside)."""
+    """The API processes under uvicorn's supervisor (multiprocessing's resource tracker aside)."""
     with open(f"/proc/{pid}/task/{pid}/children") as handle:
         pids = [int(child) for child in handle.read().split()]
     found = []
@@ -110,7 +113,7 @@ def test_processes_share_the_port_and_a_dead_one_is_replaced(tmp_path: Path) -> 
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=60)
     assert server.returncode == 0, output
-    assert "restarting it" in output
+    assert "died" in output.lower(), output[-3000:]  # uvicorn says which process died before replacing it
 
 
 def _holders(children: list[int], server_port: int, client_ports: list[int]) -> dict[int, int]:
@@ -133,27 +136,3 @@ def _holders(children: list[int], server_port: int, client_ports: list[int]) -> 
             if target.startswith("socket:[") and target[8:-1] in inode_of:
                 held[inode_of[target[8:-1]]] = pid
     return held
-
-
-def test_keep_alive_connections_are_spread_evenly(tmp_path: Path) -> None:
-    """8 keep-alive clients over 2 processes get 4 each, every time. (With SO_REUSEPORT the kernel
-    hashed connections to processes: an even split about one time in four.)"""
-    server, port = _serve(tmp_path, processes=2)
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}", time.monotonic() + 90)
-        even_rounds, both_ready, deadline = 0, False, time.monotonic() + 90
-        while even_rounds < 5 and time.monotonic() < deadline:
-            held = _served_by(server, port, 8)
-            assert len(held) == 8, held  # every connection is held by one of the API processes
-            counts = sorted(list(held.values()).count(pid) for pid in set(held.values()))
-            if not both_ready:  # the second process may have become ready during this round
-                both_ready = len(counts) == 2
-                time.sleep(0.5)
-                continue
-            assert counts == [4, 4], counts
-            even_rounds += 1
-        assert even_rounds == 5
-    finally:
-        server.send_signal(signal.SIGTERM)
-        output, _ = server.communicate(timeout=60)
-    assert server.returncode == 0, output

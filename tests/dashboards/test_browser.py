@@ -28,6 +28,9 @@ from tests.conftest import IN_CI
 from tests.dashboards.chromium import Chromium, find_chromium
 from tests.dashboards.conftest import APP, PASSWORDS, World
 
+pytestmark = pytest.mark.slow  # `make test` leaves it out; `make test-all` and CI run it
+
+
 # url path, h1 title, a text the fully rendered page shows
 PAGES = (
     ("", "Recoup", "Operations"),

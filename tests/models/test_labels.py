@@ -98,6 +98,7 @@ def test_too_few_labels_is_one_line_with_the_counts(few: dict) -> None:
     assert scores.min() > 0 and scores.max() < 1 and len(np.unique(scores)) > 1
 
 
+@pytest.mark.slow
 def test_a_hundred_labels_through_recoup_train_and_score(few: dict, tmp_path: Path) -> None:
     """Whatever 100 labels allow, `recoup train` ends without an error and `recoup score` writes scores
     labelled with what served: a model that beat the rules with confidence, or the rules scorer."""

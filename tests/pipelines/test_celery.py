@@ -23,6 +23,9 @@ from pipelines.resources import DatabaseResource, ParquetIOManager
 from simulator.retailer import SimulationConfig, simulate
 from tests.conftest import IN_CI, truncate
 
+pytestmark = pytest.mark.slow  # `make test` leaves it out; `make test-all` and CI run it
+
+
 ROOT = Path(__file__).resolve().parents[2]
 MONTHS = ["2024-01-01", "2024-02-01", "2024-03-01"]
 BROKER = os.environ.get("RECOUP_CELERY_BROKER", "pyamqp://guest:guest@127.0.0.1:5672//")

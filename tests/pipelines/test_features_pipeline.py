@@ -98,6 +98,7 @@ print(json.dumps(steps))
 """
 
 
+@pytest.mark.slow
 def test_backfill_runs_on_the_multiprocess_executor(sqlite_template: Path, tmp_path: Path) -> None:
     """Every partition holding data, one run each, steps in parallel processes. The run happens in a
     fresh interpreter: a forkserver started inside the test process would keep the environment of

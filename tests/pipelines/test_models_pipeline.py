@@ -57,6 +57,7 @@ def resources(sqlite_template: Path, tmp_path: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_models_run_behind_the_gate(resources: dict) -> None:
     months = [f"2024-{m:02d}-01" for m in range(1, 10)]
     for month in months:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.factories import sample_rows, write_tables
 
 
@@ -21,6 +23,7 @@ def recoup(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_import_export_and_failure(tmp_path: Path, database_url: str) -> None:
     env = {"RECOUP_DATABASE_URL": database_url, "RECOUP_VAR_DIR": str(tmp_path / "var")}
     good = write_tables(tmp_path / "good", sample_rows())

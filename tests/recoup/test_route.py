@@ -16,8 +16,11 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+import pytest
 
 from tests.recoup.test_cli import recoup
+
+pytestmark = pytest.mark.slow  # `make test` leaves it out; `make test-all` and CI run it
 
 
 def _orders_to_return(data: Path, count: int) -> list[str]:
