@@ -399,8 +399,8 @@ def test_concurrent_scores_are_batched_with_the_same_answers(scoring_api, traine
 def test_a_request_that_breaks_the_batch_degrades_alone(trained: dict) -> None:
     """If one request's inputs cannot be computed, the batch is scored again request by request: that one
     gets the policy decision flagged degraded, the others the scores they get alone."""
-    from api.routes.returns import _create_request
     from api.schemas import ReturnCreate
+    from api.score_requests import create_request as _create_request
     from api.scoring import ModelScorer
     from oms.lifecycle import ReturnService
 
