@@ -119,7 +119,7 @@ def _is_code_column(column: str, values: pd.Series) -> bool:
 def dataframe(frame: pd.DataFrame, *, column_config: dict[str, Any] | None = None, **options: Any) -> Any:
     """`st.dataframe` with people's words: every column gets a title (`value_refunded` -> "Value
     refunded") and a format (rates as percentages, money with two decimals) unless `column_config` says
-    otherwise, and code values (`pending_review`, `doesnt_fit`) read as words. Missing values show blank."""
+    otherwise, and code values (`pending_review`, `doesnt_fit`) read as words. Missing values show as "–"."""
     shown = frame.copy()
     for column in shown.columns:
         if _is_code_column(column, shown[column]):
@@ -135,5 +135,34 @@ def dataframe(frame: pd.DataFrame, *, column_config: dict[str, Any] | None = Non
             config[column] = {**auto, "label": chosen}
         else:
             config[column] = {**auto, **{k: v for k, v in dict(chosen).items() if v is not None}}
+    for column in shown.columns:  # a missing value shows as "–", never as "None"
+        if shown[column].isna().any():
+            shown[column], config[column] = _with_dashes(shown[column], config[column])
     options.setdefault("hide_index", True)
     return st.dataframe(shown, column_config=config, **options)
+
+
+def _with_dashes(values: pd.Series, config: dict[str, Any]) -> tuple[pd.Series, dict[str, Any]]:
+    """A column holding missing values as text: the values formatted as the column's config would show
+    them, "–" where missing (Streamlit's grid shows a missing value as "None")."""
+    kind = (config.get("type_config") or {}).get("type")
+    if kind in ("progress", "checkbox"):
+        return values, config
+    present = values.notna()
+    if kind == "number" and pd.api.types.is_numeric_dtype(values):
+        form = (config.get("type_config") or {}).get("format") or "%.2f"
+
+        def show(value: float) -> str:
+            if form == "percent":
+                return f"{value:.1%}"
+            try:
+                return form % value
+            except (TypeError, ValueError):
+                return str(value)
+
+        text = values.map(lambda v: show(v) if pd.notna(v) else "–")
+        return text.astype(object), {**config, "type_config": {"type": "text"}, "alignment": "right"}
+    if pd.api.types.is_datetime64_any_dtype(values):
+        text = values.dt.strftime("%Y-%m-%d %H:%M").where(present, "–")
+        return text.astype(object), {**config, "type_config": {"type": "text"}}
+    return values.astype(object).where(present, "–"), {**config, "type_config": {"type": "text"}}
