@@ -44,9 +44,10 @@ def engine_for(url: str, *, scoring: bool = False):
     if scoring:
         # scoring's reads only go through `oms.driver`, which keeps their prepared statements itself;
         # a process serves one batch at a time (on its event loop), so a small pool is enough.
-        # RECOUP_SCORING_PIPELINE=psycopg: psycopg's own pipeline and prepared statements instead
-        # (benchmarks/serving_stack.py compares the two)
-        driver_prepares = os.environ.get("RECOUP_SCORING_PIPELINE", "driver") != "psycopg"
+        # (RECOUP_SCORING_PIPELINE=psycopg: psycopg's own pipeline and prepared statements instead)
+        from oms.settings import get_settings
+
+        driver_prepares = get_settings().scoring_pipeline == "driver"
         return make_engine(url, driver_prepares=driver_prepares, pool_size=2, max_overflow=2)
     return make_engine(url, pool_size=20, max_overflow=20)
 

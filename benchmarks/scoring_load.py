@@ -133,6 +133,18 @@ class Client:
         return response.status
 
 
+def wait_ready(port: int, key: str, seconds: float = 30) -> None:
+    """Until the API answers GET /v1/ping (its processes have started)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if Client(port, key).call("GET", "/v1/ping", None) == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"the API on port {port} did not answer in {seconds:.0f} s")
+
+
 def closed_loop(
     port: int, key: str, method: str, path: str, bodies: list[bytes] | None, clients: int, seconds: float
 ) -> dict:
@@ -343,12 +355,7 @@ def main() -> None:
             env=env,
         )
         try:
-            for _ in range(200):
-                try:
-                    if Client(port, key).call("GET", "/v1/ping", None) == 200:
-                        break
-                except OSError:
-                    time.sleep(0.1)
+            wait_ready(port, key)
             closed_loop(
                 port, key, "POST", "/v1/returns/score", bodies, 4, 5
             )  # warm-up: statement caches, JIT-free paths

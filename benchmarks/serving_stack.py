@@ -40,7 +40,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ROOT, children, fresh_postgres, machine_jitter
-from scoring_load import Client, api_key, closed_loop, history_now, open_loop, prepare_models, score_bodies
+from scoring_load import (
+    api_key,
+    closed_loop,
+    history_now,
+    open_loop,
+    prepare_models,
+    score_bodies,
+    wait_ready,
+)
 
 CONFIGS = ("uvicorn", "gunicorn", "psycopg")
 
@@ -85,12 +93,7 @@ def measure(config: str, port: int, key: str, bodies: list[bytes], env: dict, ra
         start_new_session=True,
     )
     try:
-        for _ in range(300):
-            try:
-                if Client(port, key).call("GET", "/v1/ping", None) == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+        wait_ready(port, key)
         closed_loop(port, key, "POST", "/v1/returns/score", bodies, 8, 5)  # warm-up: caches, prepares
         paced = open_loop(port, key, bodies, rate, 20, 8)
         peak: dict = {}

@@ -50,7 +50,6 @@ PAGES = (
 SESSION_KEY = "dashboard_user"
 COOKIE_KEY = "dashboard_session_cookie"  # the cookie this browser should hold: a token, "" to clear it
 TOKEN_KEY = "dashboard_session_token"
-SESSION_HOURS_ENV = "RECOUP_DASHBOARD_SESSION_HOURS"
 FAILURES_KEY = "dashboard_sign_in_failures"
 MAX_FAILURES = 5  # per user name within FAILURE_WINDOW seconds, across sessions; then locked for as long
 FAILURE_WINDOW = 300.0
@@ -71,11 +70,9 @@ def _secret() -> str:
 
 
 def _session_hours() -> float:
-    try:
-        hours = float(os.environ.get(SESSION_HOURS_ENV, "") or auth.SESSION_HOURS)
-    except ValueError:
-        hours = auth.SESSION_HOURS
-    return hours if hours > 0 else auth.SESSION_HOURS
+    from oms.settings import get_settings
+
+    return get_settings().dashboard_session_hours
 
 
 @st.cache_resource(show_spinner=False)

@@ -276,9 +276,10 @@ def autologin_user(value: str | None, *, production: bool) -> User | None:
 
 
 # --- sessions that survive a reload ----------------------------------------------------------------
-# A signed-in browser keeps a cookie `recoup_session` = base64url(JSON claims) "." base64url(HMAC-SHA256).
+# A browser signed in with a password keeps a cookie `recoup_session` = base64url(JSON claims) "." base64url(HMAC-SHA256).
 # The claims name the user, how they signed in, when the session expires, a random id (sign-out revokes
-# it) and, for password accounts, a digest of the password hash (a new password ends old sessions).
+# it) and a digest of the account's password hash (a new password ends old sessions). OIDC sign-ins live
+# in Streamlit's own identity cookie (st.user).
 
 SESSION_COOKIE = "recoup_session"
 SESSION_HOURS = 12.0
@@ -322,7 +323,7 @@ def issue_session(
         username=user.name,
         via=user.via,
         expires=now + hours * 3600.0,
-        credential=_credential_digest(directory.accounts.get(user.name)) if user.via == "password" else "",
+        credential=_credential_digest(directory.accounts.get(user.name)),
     )
     claims = {"i": session.token_id, "u": session.username, "v": session.via, "e": session.expires}
     if session.credential:
@@ -347,20 +348,16 @@ def read_session(token: str | None, secret: str, *, now: float) -> Session | Non
         )
     except (ValueError, KeyError, TypeError):
         return None
-    return session if session.expires > now and session.via in ("password", "oidc") else None
+    return session if session.expires > now and session.via == "password" else None
 
 
 def session_user(session: Session, directory: Directory) -> User | None:
     """The user a valid session stands for, with the roles the users file gives now; None when the account
     is gone, has no role, or (password accounts) its password changed since the session began."""
-    if session.via == "password":
-        account = directory.accounts.get(session.username)
-        if account is None or not account.password_hash or _credential_digest(account) != session.credential:
-            return None
-        user = User(account.username, account.roles, account.display_name, "password")
-    else:
-        return None  # OIDC sessions live in Streamlit's own identity cookie (st.user)
-    return user if user.roles else None
+    account = directory.accounts.get(session.username)
+    if account is None or not account.password_hash or _credential_digest(account) != session.credential:
+        return None
+    return User(account.username, account.roles, account.display_name, "password") if account.roles else None
 
 
 # --- command line ------------------------------------------------------------------------------------

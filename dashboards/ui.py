@@ -12,26 +12,30 @@ import streamlit as st
 from dashboards import data
 
 
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def money(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "–"
     return f"{value:,.2f}"
 
 
 def percent(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "–"
     return f"{value:.{digits}%}"
 
 
 def number(value: float | None, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "–"
     return f"{value:.{digits}f}"
 
 
 def count(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "–"
     return f"{value:,.0f}"
 
@@ -62,7 +66,7 @@ _CODES = {"store_credit": "store credit", "original_tender": "original tender", 
 def label(code: object) -> str:
     """Human words for a code value: `pending_review` -> "pending review", `doesnt_fit` -> "doesn't fit";
     "–" for a missing value."""
-    if code is None or (isinstance(code, float) and math.isnan(code)) or code is pd.NA:
+    if _missing(code):
         return "–"
     text = str(code)
     if text in _CODES:

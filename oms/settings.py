@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     model_refresh_seconds: float = Field(
         30.0, gt=0, description="How often the API checks for a new champion."
     )
+    dashboard_session_hours: float = Field(
+        12.0, gt=0, description="How long a dashboard sign-in lasts (a signed cookie; reloads keep it)."
+    )
+    scoring_pipeline: Literal["driver", "psycopg"] = Field(
+        "driver",
+        description="Who pipelines and prepares the scoring reads on PostgreSQL: oms.driver (measured "
+        "faster), or psycopg's own pipeline mode (benchmarks/serving_stack.py compares them).",
+    )
     import_chunk_rows: int = Field(100_000, gt=0, description="Rows per chunk when importing files.")
     score_max_batch: int = Field(
         32,

@@ -90,7 +90,7 @@ totals[2].metric("Expected loss", ui.money(view["expected_loss"].sum()))
 totals[3].metric("Critical", ui.count((view["band"] == "critical").sum()))
 
 ui.dataframe(
-    ui.labelled(view.head(SHOWN), "status", "channel"),
+    view.head(SHOWN),
     hide_index=True,
     key="queue_table",
     column_order=[
@@ -189,24 +189,19 @@ with st.container():
 with st.container():
     st.subheader("Lines")
     ui.dataframe(
-        ui.labelled(
-            lines[
-                [
-                    "line_no",
-                    "sku",
-                    "description",
-                    "category",
-                    "size",
-                    "quantity",
-                    "reason",
-                    "condition",
-                    "value",
-                ]
-            ],
-            "category",
-            "reason",
-            "condition",
-        ),
+        lines[
+            [
+                "line_no",
+                "sku",
+                "description",
+                "category",
+                "size",
+                "quantity",
+                "reason",
+                "condition",
+                "value",
+            ]
+        ],
         hide_index=True,
         key="detail_lines",
         column_config={
